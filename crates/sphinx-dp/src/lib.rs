@@ -1,0 +1,1 @@
+//! sphinx-dp (see the crate description).

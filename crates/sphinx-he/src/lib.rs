@@ -1,0 +1,1 @@
+//! sphinx-he (see the crate description).

@@ -1,0 +1,1 @@
+//! sphinx-math (see the crate description).

@@ -1,0 +1,1 @@
+//! sphinx-nn (see the crate description).
