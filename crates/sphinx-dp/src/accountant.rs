@@ -24,9 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DpError, Result};
 use crate::params::{Delta, Epsilon, NoiseMultiplier, SampleRate};
-use crate::rdp::{
-    default_orders, epsilon_from_rdp, rdp_gaussian, rdp_subsampled_gaussian, validate_orders,
-};
+use crate::rdp::{default_orders, epsilon_from_rdp, rdp_curve, rdp_gaussian, validate_orders};
 
 /// How a step's batch was drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -89,15 +87,13 @@ impl DpEvent {
     #[must_use]
     pub fn rdp(&self, orders: &[f64]) -> Vec<f64> {
         let Mechanism::Gaussian { noise_multiplier } = self.mechanism;
-        orders
-            .iter()
-            .map(|&a| match self.sampler {
-                Sampler::Poisson { sample_rate } => {
-                    rdp_subsampled_gaussian(sample_rate, noise_multiplier, a)
-                }
-                Sampler::Full => rdp_gaussian(noise_multiplier, a),
-            })
-            .collect()
+        match self.sampler {
+            Sampler::Poisson { sample_rate } => rdp_curve(sample_rate, noise_multiplier, orders),
+            Sampler::Full => orders
+                .iter()
+                .map(|&a| rdp_gaussian(noise_multiplier, a))
+                .collect(),
+        }
     }
 }
 

@@ -33,7 +33,9 @@
 //!
 //! Coefficients `C(α, i)` change sign for `i > α + 1`; positive and negative terms
 //! are accumulated separately in log space and subtracted once, and the series is
-//! cut when its terms are decreasing and below `e^{-36}` of the running total.
+//! cut when its terms are decreasing and below `e^{-30}` of the running total
+//! (at most 20 000 terms; an order that has not converged by then is reported as
+//! `+∞` and so never chosen).
 //!
 //! With q = 1 the mechanism is the plain Gaussian: `ε_RDP(α) = α/(2σ²)`.
 //!
@@ -149,9 +151,9 @@ fn log_factorials(n: usize) -> Vec<f64> {
     out
 }
 
-fn log_a_integer(q: f64, sigma: f64, alpha: u32) -> f64 {
-    let a = alpha as usize;
-    let lf = log_factorials(a);
+/// `lf` must hold `log k!` for `k = 0..=alpha`.
+fn log_a_integer(q: f64, sigma: f64, alpha: usize, lf: &[f64]) -> f64 {
+    let a = alpha;
     let (ln_q, ln_1mq) = (q.ln(), (-q).ln_1p());
     let two_s2 = 2.0 * sigma * sigma;
     let terms = (0..=a).map(|k| {
@@ -198,7 +200,14 @@ impl SignedLogSum {
     }
 }
 
-const MAX_SERIES_TERMS: u32 = 5_000;
+/// Cap on series terms. Past `i > α + 1` the terms alternate in sign and decay only
+/// polynomially (about `i^{-(α+2)}`), so small orders with large q need thousands.
+const MAX_SERIES_TERMS: u32 = 20_000;
+
+/// The series stops once its terms are decreasing and below `e^{-30}` (≈ 1e-13)
+/// of the running total; in the alternating tail that bounds the truncation
+/// error by the same amount.
+const SERIES_LOG_CUTOFF: f64 = 30.0;
 
 fn log_a_fractional(q: f64, sigma: f64, alpha: f64) -> f64 {
     let (ln_q, ln_1mq) = (q.ln(), (-q).ln_1p());
@@ -237,7 +246,7 @@ fn log_a_fractional(q: f64, sigma: f64, alpha: f64) -> f64 {
         lower.add(positive, s0);
         upper.add(positive, s1);
         let total = log_add(lower.pos, upper.pos);
-        if s0 < last0 && s1 < last1 && s0.max(s1) < total - 36.0 {
+        if s0 < last0 && s1 < last1 && s0.max(s1) < total - SERIES_LOG_CUTOFF {
             return log_add(lower.value(), upper.value());
         }
         last0 = s0;
@@ -252,6 +261,20 @@ fn log_a_fractional(q: f64, sigma: f64, alpha: f64) -> f64 {
 /// could not be computed; such orders simply never win the minimum.
 #[must_use]
 pub fn rdp_subsampled_gaussian(q: SampleRate, sigma: NoiseMultiplier, alpha: f64) -> f64 {
+    let lf = integer_order(alpha).map(log_factorials).unwrap_or_default();
+    rdp_with_table(q, sigma, alpha, &lf)
+}
+
+/// Orders above this use the fractional series even when integral (the exact
+/// sum would need more than 10⁶ terms).
+const MAX_EXACT_INTEGER_ORDER: f64 = 1e6;
+
+fn integer_order(alpha: f64) -> Option<usize> {
+    (alpha.fract() == 0.0 && alpha > 1.0 && alpha <= MAX_EXACT_INTEGER_ORDER)
+        .then_some(alpha as usize)
+}
+
+fn rdp_with_table(q: SampleRate, sigma: NoiseMultiplier, alpha: f64, lf: &[f64]) -> f64 {
     let (q, s) = (q.get(), sigma.get());
     if alpha.is_nan() || alpha <= 1.0 || alpha.is_infinite() {
         return f64::INFINITY;
@@ -259,10 +282,9 @@ pub fn rdp_subsampled_gaussian(q: SampleRate, sigma: NoiseMultiplier, alpha: f64
     if q >= 1.0 {
         return rdp_gaussian(sigma, alpha);
     }
-    let log_a = if alpha.fract() == 0.0 && alpha <= f64::from(u32::MAX) {
-        log_a_integer(q, s, alpha as u32)
-    } else {
-        log_a_fractional(q, s, alpha)
+    let log_a = match integer_order(alpha) {
+        Some(a) if a < lf.len() => log_a_integer(q, s, a, lf),
+        _ => log_a_fractional(q, s, alpha),
     };
     if log_a.is_nan() {
         return f64::INFINITY;
@@ -284,9 +306,15 @@ pub fn rdp_gaussian(sigma: NoiseMultiplier, alpha: f64) -> f64 {
 /// [`rdp_subsampled_gaussian`] at every order of `orders`.
 #[must_use]
 pub fn rdp_curve(q: SampleRate, sigma: NoiseMultiplier, orders: &[f64]) -> Vec<f64> {
+    let max_int = orders
+        .iter()
+        .filter_map(|&a| integer_order(a))
+        .max()
+        .unwrap_or(0);
+    let lf = log_factorials(max_int);
     orders
         .iter()
-        .map(|&a| rdp_subsampled_gaussian(q, sigma, a))
+        .map(|&a| rdp_with_table(q, sigma, a, &lf))
         .collect()
 }
 
