@@ -70,5 +70,6 @@ pub use error::{DpError, Result};
 pub use ledger::BudgetLedger;
 pub use noise::{DiscreteGaussian, LatticeGaussian};
 pub use params::{ClipNorm, Delta, Epsilon, NoiseMultiplier, PrivacyBudget, SampleRate};
+pub use rdp::FractionalSeries;
 pub use rng::{DpRng, os_rng, seeded_rng};
 pub use sampler::PoissonSampler;

@@ -47,6 +47,34 @@ fn epsilon_json_matches_dp_accounting() {
 }
 
 #[test]
+fn signed_accountant_is_tighter_for_small_sigma() {
+    let run = |acc: &str| {
+        json(&[
+            "privacy",
+            "epsilon",
+            "--sample-rate",
+            "0.01",
+            "--noise-multiplier",
+            "0.5",
+            "--steps",
+            "1000",
+            "--delta",
+            "1e-5",
+            "--accountant",
+            acc,
+            "--json",
+        ])
+    };
+    let (rdp, signed) = (run("rdp"), run("rdp-signed"));
+    assert_eq!(signed["accountant"], "rdp-signed");
+    let (a, b) = (
+        rdp["epsilon"].as_f64().unwrap(),
+        signed["epsilon"].as_f64().unwrap(),
+    );
+    assert!(b < a, "{b} vs {a}");
+}
+
+#[test]
 fn noise_reproduces_the_target_epsilon() {
     let v = json(&[
         "privacy",
