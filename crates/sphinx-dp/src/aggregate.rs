@@ -310,8 +310,12 @@ impl DpStep<'_> {
             let mut sq: u128 = 0;
             let values = parts.iter().flat_map(|p| p.iter());
             for (dst, &v) in self.lattice.iter_mut().zip(values) {
-                // |v·scale| ≤ 2^k(1 + tiny) ≤ 2^41, far inside i64.
-                let r = (f64::from(v) * scale).round() as i64;
+                // |v·scale| ≤ 2^k(1 + tiny) ≤ 2^41, far inside i64. Rounding half
+                // away from zero via a truncating cast: `f64::round` is a libm call
+                // on baseline x86-64. Any deterministic rounding is fine, because
+                // the exact norm check below bounds the sensitivity.
+                let x = f64::from(v) * scale;
+                let r = (x + 0.5f64.copysign(x)) as i64;
                 *dst = r;
                 sq += u128::from(r.unsigned_abs()).pow(2);
             }
