@@ -142,6 +142,14 @@ pub enum DatasetFault {
 /// The crate's result type.
 pub type Result<T, E = NnError> = std::result::Result<T, E>;
 
-pub(crate) fn shape_err(context: &'static str, expected: impl ToString, found: impl ToString) -> NnError {
-    NnError::Shape { context, expected: expected.to_string(), found: found.to_string() }
+pub(crate) fn shape_err(
+    context: &'static str,
+    expected: impl ToString,
+    found: impl ToString,
+) -> NnError {
+    NnError::Shape {
+        context,
+        expected: expected.to_string(),
+        found: found.to_string(),
+    }
 }

@@ -40,17 +40,26 @@ struct ArchFile {
 }
 
 fn bad(path: &Path, reason: impl ToString) -> NnError {
-    NnError::ModelFile { path: path.to_path_buf(), reason: reason.to_string() }
+    NnError::ModelFile {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NnError + '_ {
-    move |source| NnError::Io { path: path.to_path_buf(), source }
+    move |source| NnError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let len = std::fs::metadata(path).map_err(io_err(path))?.len();
     if len > limit {
-        return Err(bad(path, format!("{len} bytes exceeds the {limit}-byte limit")));
+        return Err(bad(
+            path,
+            format!("{len} bytes exceeds the {limit}-byte limit"),
+        ));
     }
     std::fs::read(path).map_err(io_err(path))
 }
@@ -60,8 +69,12 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
 /// # Errors
 /// Never in practice (serialization of plain data); [`NnError::Architecture`] otherwise.
 pub fn arch_to_json(spec: &ModelSpec) -> Result<String> {
-    serde_json::to_string_pretty(&ArchFile { format: FORMAT.into(), version: VERSION, model: spec.clone() })
-        .map_err(|e| NnError::Architecture(e.to_string()))
+    serde_json::to_string_pretty(&ArchFile {
+        format: FORMAT.into(),
+        version: VERSION,
+        model: spec.clone(),
+    })
+    .map_err(|e| NnError::Architecture(e.to_string()))
 }
 
 /// Parses and validates an architecture JSON. `path` only labels errors.
@@ -72,10 +85,19 @@ pub fn arch_to_json(spec: &ModelSpec) -> Result<String> {
 pub fn arch_from_json(json: &[u8], path: &Path) -> Result<ModelSpec> {
     let arch: ArchFile = serde_json::from_slice(json).map_err(|e| bad(path, e))?;
     if arch.format != FORMAT {
-        return Err(bad(path, format!("format `{}` is not `{FORMAT}`", arch.format)));
+        return Err(bad(
+            path,
+            format!("format `{}` is not `{FORMAT}`", arch.format),
+        ));
     }
     if arch.version != VERSION {
-        return Err(bad(path, format!("version {} is not supported (expected {VERSION})", arch.version)));
+        return Err(bad(
+            path,
+            format!(
+                "version {} is not supported (expected {VERSION})",
+                arch.version
+            ),
+        ));
     }
     arch.model.shapes().map_err(|e| bad(path, e))?;
     Ok(arch.model)
@@ -88,10 +110,20 @@ pub fn arch_from_json(json: &[u8], path: &Path) -> Result<ModelSpec> {
 pub fn weights_to_bytes(model: &Model) -> Result<Vec<u8>> {
     let mut buffers: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
     for i in model.param_layer_indices() {
-        let Some(p) = model.layers().get(i).and_then(|l| l.as_param()) else { continue };
-        let le = |it: &mut dyn Iterator<Item = &f32>| it.flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
-        buffers.insert(format!("layers.{i}.weight"), (p.weight().shape().to_vec(), le(&mut p.weight().iter())));
-        buffers.insert(format!("layers.{i}.bias"), (p.bias().shape().to_vec(), le(&mut p.bias().iter())));
+        let Some(p) = model.layers().get(i).and_then(|l| l.as_param()) else {
+            continue;
+        };
+        let le = |it: &mut dyn Iterator<Item = &f32>| {
+            it.flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()
+        };
+        buffers.insert(
+            format!("layers.{i}.weight"),
+            (p.weight().shape().to_vec(), le(&mut p.weight().iter())),
+        );
+        buffers.insert(
+            format!("layers.{i}.bias"),
+            (p.bias().shape().to_vec(), le(&mut p.bias().iter())),
+        );
     }
     let views = buffers
         .iter()
@@ -114,9 +146,12 @@ pub fn weights_from_bytes(spec: ModelSpec, bytes: &[u8], path: &Path) -> Result<
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(path, e))?;
     let mut model = Model::zeros(spec).map_err(|e| bad(path, e))?;
     let indices = model.param_layer_indices();
-    let expected: std::collections::BTreeSet<String> =
-        indices.iter().flat_map(|i| [format!("layers.{i}.weight"), format!("layers.{i}.bias")]).collect();
-    let found: std::collections::BTreeSet<String> = st.names().into_iter().map(str::to_owned).collect();
+    let expected: std::collections::BTreeSet<String> = indices
+        .iter()
+        .flat_map(|i| [format!("layers.{i}.weight"), format!("layers.{i}.bias")])
+        .collect();
+    let found: std::collections::BTreeSet<String> =
+        st.names().into_iter().map(str::to_owned).collect();
     if let Some(extra) = found.difference(&expected).next() {
         return Err(bad(path, format!("unexpected tensor `{extra}`")));
     }
@@ -124,8 +159,15 @@ pub fn weights_from_bytes(spec: ModelSpec, bytes: &[u8], path: &Path) -> Result<
         return Err(bad(path, format!("missing tensor `{missing}`")));
     }
     for i in indices {
-        let Some(layer) = model.layers_mut().get_mut(i).and_then(|l| l.as_param_mut()) else { continue };
-        let w = read_tensor(&st, &format!("layers.{i}.weight"), layer.weight().shape(), path)?;
+        let Some(layer) = model.layers_mut().get_mut(i).and_then(|l| l.as_param_mut()) else {
+            continue;
+        };
+        let w = read_tensor(
+            &st,
+            &format!("layers.{i}.weight"),
+            layer.weight().shape(),
+            path,
+        )?;
         let b = read_tensor(&st, &format!("layers.{i}.bias"), layer.bias().shape(), path)?;
         for (d, s) in layer.weight_mut().iter_mut().zip(w) {
             *d = s;
@@ -138,17 +180,32 @@ pub fn weights_from_bytes(spec: ModelSpec, bytes: &[u8], path: &Path) -> Result<
 }
 
 fn read_tensor(st: &SafeTensors<'_>, name: &str, shape: &[usize], path: &Path) -> Result<Vec<f32>> {
-    let t = st.tensor(name).map_err(|e| bad(path, format!("{name}: {e}")))?;
+    let t = st
+        .tensor(name)
+        .map_err(|e| bad(path, format!("{name}: {e}")))?;
     if t.dtype() != Dtype::F32 {
-        return Err(bad(path, format!("{name}: dtype {:?}, expected F32", t.dtype())));
+        return Err(bad(
+            path,
+            format!("{name}: dtype {:?}, expected F32", t.dtype()),
+        ));
     }
     if t.shape() != shape {
-        return Err(bad(path, format!("{name}: shape {:?}, expected {shape:?}", t.shape())));
+        return Err(bad(
+            path,
+            format!("{name}: shape {:?}, expected {shape:?}", t.shape()),
+        ));
     }
-    let values: Vec<f32> =
-        t.data().chunks_exact(4).filter_map(|c| c.try_into().ok()).map(f32::from_le_bytes).collect();
+    let values: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .filter_map(|c| c.try_into().ok())
+        .map(f32::from_le_bytes)
+        .collect();
     if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
-        return Err(bad(path, format!("{name}: non-finite value at index {pos}")));
+        return Err(bad(
+            path,
+            format!("{name}: non-finite value at index {pos}"),
+        ));
     }
     Ok(values)
 }

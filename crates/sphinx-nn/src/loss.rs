@@ -24,7 +24,11 @@ pub struct LossOutput {
 /// `≥ classes`.
 pub fn softmax_cross_entropy(logits: ArrayView2<'_, f32>, labels: &[u8]) -> Result<LossOutput> {
     if logits.nrows() != labels.len() {
-        return Err(shape_err("softmax_cross_entropy", logits.nrows(), labels.len()));
+        return Err(shape_err(
+            "softmax_cross_entropy",
+            logits.nrows(),
+            labels.len(),
+        ));
     }
     let classes = logits.ncols();
     if let Some(&label) = labels.iter().find(|&&l| usize::from(l) >= classes) {
@@ -40,9 +44,12 @@ pub fn softmax_cross_entropy(logits: ArrayView2<'_, f32>, labels: &[u8]) -> Resu
         .and(&mut ndarray::ArrayViewMut1::from(&mut hits[..]))
         .par_for_each(|mut g, z, &y, loss, hit| {
             let y = usize::from(y);
-            let (arg, max) = z.iter().enumerate().fold((0, f32::NEG_INFINITY), |(ai, am), (i, &v)| {
-                if v > am { (i, v) } else { (ai, am) }
-            });
+            let (arg, max) =
+                z.iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |(ai, am), (i, &v)| {
+                        if v > am { (i, v) } else { (ai, am) }
+                    });
             let mut sum = 0.0f64;
             for (gi, &zi) in g.iter_mut().zip(z.iter()) {
                 let e = f64::from(zi - max).exp();
@@ -57,5 +64,9 @@ pub fn softmax_cross_entropy(logits: ArrayView2<'_, f32>, labels: &[u8]) -> Resu
             }
             *hit = arg == y;
         });
-    Ok(LossOutput { loss_sum: losses.iter().sum(), grad, correct: hits.iter().filter(|&&h| h).count() })
+    Ok(LossOutput {
+        loss_sum: losses.iter().sum(),
+        grad,
+        correct: hits.iter().filter(|&&h| h).count(),
+    })
 }

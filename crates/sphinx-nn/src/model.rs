@@ -29,16 +29,22 @@ impl ModelSpec {
     /// or its output is not a flat vector.
     pub fn shapes(&self) -> Result<Vec<Shape>> {
         if self.layers.is_empty() || self.input.is_empty() {
-            return Err(NnError::Architecture("a model needs an input and at least one layer".into()));
+            return Err(NnError::Architecture(
+                "a model needs an input and at least one layer".into(),
+            ));
         }
         let mut shapes = vec![self.input];
         let mut cur = self.input;
         for (i, l) in self.layers.iter().enumerate() {
-            cur = l.output_shape(cur).map_err(|e| NnError::Architecture(format!("layer {i}: {e}")))?;
+            cur = l
+                .output_shape(cur)
+                .map_err(|e| NnError::Architecture(format!("layer {i}: {e}")))?;
             shapes.push(cur);
         }
         if !cur.is_flat() {
-            return Err(NnError::Architecture(format!("the output {cur} is not a flat vector of logits")));
+            return Err(NnError::Architecture(format!(
+                "the output {cur} is not a flat vector of logits"
+            )));
         }
         Ok(shapes)
     }
@@ -58,7 +64,10 @@ impl Trace {
     /// # Errors
     /// [`NnError::Shape`] if the trace is empty.
     pub fn logits(&self) -> Result<ArrayView2<'_, f32>> {
-        self.values.last().map(|v| v.view()).ok_or_else(|| shape_err("Trace::logits", "a non-empty trace", "empty"))
+        self.values
+            .last()
+            .map(|v| v.view())
+            .ok_or_else(|| shape_err("Trace::logits", "a non-empty trace", "empty"))
     }
 }
 
@@ -73,7 +82,9 @@ pub struct Gradients {
 impl Gradients {
     /// Zero gradients shaped like `model`'s parameters.
     pub fn zeros_like(model: &Model) -> Self {
-        Self { layers: model.param_layers().map(ParamGrads::zeros_like).collect() }
+        Self {
+            layers: model.param_layers().map(ParamGrads::zeros_like).collect(),
+        }
     }
 
     /// Squared L2 norm over all layers.
@@ -91,7 +102,10 @@ impl Gradients {
 
     /// Number of scalars.
     pub fn len(&self) -> usize {
-        self.layers.iter().map(|g| g.weight.len() + g.bias.len()).sum()
+        self.layers
+            .iter()
+            .map(|g| g.weight.len() + g.bias.len())
+            .sum()
     }
 
     /// Whether there are no scalars.
@@ -115,7 +129,11 @@ impl Gradients {
     /// [`NnError::Shape`] if `flat` does not have [`Self::len`] entries.
     pub fn copy_from_flat<T: Copy + Into<f64>>(&mut self, flat: &[T]) -> Result<()> {
         if flat.len() != self.len() {
-            return Err(shape_err("Gradients::copy_from_flat", self.len(), flat.len()));
+            return Err(shape_err(
+                "Gradients::copy_from_flat",
+                self.len(),
+                flat.len(),
+            ));
         }
         let mut it = flat.iter();
         for g in &mut self.layers {
@@ -157,17 +175,25 @@ impl Model {
                 Layer::Conv2d(c) => c.kernel() * c.kernel(),
                 _ => 1,
             };
-            let Some(layer) = model.layers[i].as_param_mut() else { continue };
+            let Some(layer) = model.layers[i].as_param_mut() else {
+                continue;
+            };
             let (rows, fan_in) = layer.weight().dim();
             let fan_out = rows * receptive;
             if relu_next {
                 let std = (2.0 / fan_in as f64).sqrt();
-                let normal = Normal::new(0.0, std).map_err(|e| NnError::Architecture(e.to_string()))?;
-                layer.weight_mut().mapv_inplace(|_| normal.sample(&mut rng) as f32);
+                let normal =
+                    Normal::new(0.0, std).map_err(|e| NnError::Architecture(e.to_string()))?;
+                layer
+                    .weight_mut()
+                    .mapv_inplace(|_| normal.sample(&mut rng) as f32);
             } else {
                 let a = (6.0 / (fan_in + fan_out) as f64).sqrt();
-                let uni = Uniform::new_inclusive(-a, a).map_err(|e| NnError::Architecture(e.to_string()))?;
-                layer.weight_mut().mapv_inplace(|_| uni.sample(&mut rng) as f32);
+                let uni = Uniform::new_inclusive(-a, a)
+                    .map_err(|e| NnError::Architecture(e.to_string()))?;
+                layer
+                    .weight_mut()
+                    .mapv_inplace(|_| uni.sample(&mut rng) as f32);
             }
             layer.bias_mut().fill(0.0);
         }
@@ -181,8 +207,12 @@ impl Model {
     /// [`NnError::Architecture`] if the description is inconsistent.
     pub fn zeros(spec: ModelSpec) -> Result<Self> {
         let shapes = spec.shapes()?;
-        let layers =
-            spec.layers.iter().zip(&shapes).map(|(l, &s)| Layer::from_spec(l, s)).collect::<Result<Vec<_>>>()?;
+        let layers = spec
+            .layers
+            .iter()
+            .zip(&shapes)
+            .map(|(l, &s)| Layer::from_spec(l, s))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self { spec, layers })
     }
 
@@ -203,7 +233,12 @@ impl Model {
 
     /// Indices (in [`Self::layers`]) of the parameterized layers.
     pub fn param_layer_indices(&self) -> Vec<usize> {
-        self.layers.iter().enumerate().filter(|(_, l)| l.as_param().is_some()).map(|(i, _)| i).collect()
+        self.layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.as_param().is_some())
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// The parameterized layers, in order.
@@ -213,7 +248,9 @@ impl Model {
 
     /// Number of trainable scalars.
     pub fn num_params(&self) -> usize {
-        self.param_layers().map(|l| l.weight().len() + l.bias().len()).sum()
+        self.param_layers()
+            .map(|l| l.weight().len() + l.bias().len())
+            .sum()
     }
 
     /// Scalars per input sample.
@@ -264,13 +301,25 @@ impl Model {
     ///
     /// # Errors
     /// [`NnError::Shape`] if the trace or gradient do not fit the model.
-    pub fn backward(&self, trace: &Trace, grad_logits: ArrayView2<'_, f32>) -> Result<Vec<Array2<f32>>> {
+    pub fn backward(
+        &self,
+        trace: &Trace,
+        grad_logits: ArrayView2<'_, f32>,
+    ) -> Result<Vec<Array2<f32>>> {
         if trace.values.len() != self.layers.len() + 1 {
-            return Err(shape_err("Model::backward", self.layers.len() + 1, trace.values.len()));
+            return Err(shape_err(
+                "Model::backward",
+                self.layers.len() + 1,
+                trace.values.len(),
+            ));
         }
         let mut deltas = Vec::new();
         let mut grad = grad_logits.to_owned();
-        let first_param = self.layers.iter().position(|l| l.as_param().is_some()).unwrap_or(0);
+        let first_param = self
+            .layers
+            .iter()
+            .position(|l| l.as_param().is_some())
+            .unwrap_or(0);
         for (i, layer) in self.layers.iter().enumerate().rev() {
             if i < first_param {
                 break;
@@ -278,9 +327,17 @@ impl Model {
             let input = trace.values[i].view();
             if let Some(p) = layer.as_param() {
                 if grad.nrows() != input.nrows() || grad.ncols() != p.out_dim() {
-                    return Err(shape_err("Model::backward", format!("({}, {})", input.nrows(), p.out_dim()), format!("{:?}", grad.shape())));
+                    return Err(shape_err(
+                        "Model::backward",
+                        format!("({}, {})", input.nrows(), p.out_dim()),
+                        format!("{:?}", grad.shape()),
+                    ));
                 }
-                let next = if i > first_param { Some(p.backward_input(grad.view())?) } else { None };
+                let next = if i > first_param {
+                    Some(p.backward_input(grad.view())?)
+                } else {
+                    None
+                };
                 deltas.push(std::mem::replace(&mut grad, next.unwrap_or_default()));
             } else if let Some(n) = layer.as_nonlinear() {
                 grad = n.backward(input, grad.view())?;
@@ -294,7 +351,11 @@ impl Model {
     ///
     /// # Errors
     /// Shape and label errors as [`Self::forward`] and [`softmax_cross_entropy`].
-    pub fn loss_and_grads(&self, input: ArrayView2<'_, f32>, labels: &[u8]) -> Result<(LossOutput, Gradients)> {
+    pub fn loss_and_grads(
+        &self,
+        input: ArrayView2<'_, f32>,
+        labels: &[u8],
+    ) -> Result<(LossOutput, Gradients)> {
         let trace = self.forward_trace(input)?;
         let loss = softmax_cross_entropy(trace.logits()?, labels)?;
         let deltas = self.backward(&trace, loss.grad.view())?;
@@ -307,16 +368,26 @@ impl Model {
     ///
     /// # Errors
     /// [`NnError::Shape`] if `deltas` does not match the model.
-    pub fn grads_from_deltas(&self, trace: &Trace, deltas: &[Array2<f32>]) -> Result<Vec<ParamGrads>> {
+    pub fn grads_from_deltas(
+        &self,
+        trace: &Trace,
+        deltas: &[Array2<f32>],
+    ) -> Result<Vec<ParamGrads>> {
         let idx = self.param_layer_indices();
         if deltas.len() != idx.len() || trace.values.len() != self.layers.len() + 1 {
-            return Err(shape_err("Model::grads_from_deltas", idx.len(), deltas.len()));
+            return Err(shape_err(
+                "Model::grads_from_deltas",
+                idx.len(),
+                deltas.len(),
+            ));
         }
         idx.iter()
             .zip(deltas)
             .map(|(&i, d)| match self.layers[i].as_param() {
                 Some(p) => p.grads(trace.values[i].view(), d.view()),
-                None => Err(NnError::Architecture("index of a non-parameter layer".into())),
+                None => Err(NnError::Architecture(
+                    "index of a non-parameter layer".into(),
+                )),
             })
             .collect()
     }
@@ -326,7 +397,11 @@ impl Model {
     ///
     /// # Errors
     /// As [`Self::loss_and_grads`].
-    pub fn per_sample_grads(&self, input: ArrayView2<'_, f32>, labels: &[u8]) -> Result<Vec<PerSampleGrads>> {
+    pub fn per_sample_grads(
+        &self,
+        input: ArrayView2<'_, f32>,
+        labels: &[u8],
+    ) -> Result<Vec<PerSampleGrads>> {
         let trace = self.forward_trace(input)?;
         let loss = softmax_cross_entropy(trace.logits()?, labels)?;
         let deltas = self.backward(&trace, loss.grad.view())?;
@@ -335,7 +410,9 @@ impl Model {
             .zip(&deltas)
             .map(|(&i, d)| match self.layers[i].as_param() {
                 Some(p) => p.per_sample_grads(trace.values[i].view(), d.view()),
-                None => Err(NnError::Architecture("index of a non-parameter layer".into())),
+                None => Err(NnError::Architecture(
+                    "index of a non-parameter layer".into(),
+                )),
             })
             .collect()
     }
@@ -344,10 +421,18 @@ impl Model {
     ///
     /// # Errors
     /// [`NnError::Shape`] if `deltas` does not match the model.
-    pub fn per_sample_sq_norms(&self, trace: &Trace, deltas: &[Array2<f32>]) -> Result<Array1<f64>> {
+    pub fn per_sample_sq_norms(
+        &self,
+        trace: &Trace,
+        deltas: &[Array2<f32>],
+    ) -> Result<Array1<f64>> {
         let idx = self.param_layer_indices();
         if deltas.len() != idx.len() || trace.values.len() != self.layers.len() + 1 {
-            return Err(shape_err("Model::per_sample_sq_norms", idx.len(), deltas.len()));
+            return Err(shape_err(
+                "Model::per_sample_sq_norms",
+                idx.len(),
+                deltas.len(),
+            ));
         }
         let mut total = Array1::zeros(trace.values[0].nrows());
         for (&i, d) in idx.iter().zip(deltas) {
@@ -367,7 +452,12 @@ impl Model {
         for chunk in input.axis_chunks_iter(Axis(0), batch.max(1)) {
             let logits = self.forward(chunk)?;
             out.extend(logits.axis_iter(Axis(0)).map(|row| {
-                row.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) }).0
+                row.iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                        if v > bv { (i, v) } else { (bi, bv) }
+                    })
+                    .0
             }));
         }
         Ok(out)
@@ -385,7 +475,11 @@ impl Model {
             return Ok(0.0);
         }
         let pred = self.predict(input, batch)?;
-        let hits = pred.iter().zip(labels).filter(|&(&p, &y)| p == usize::from(y)).count();
+        let hits = pred
+            .iter()
+            .zip(labels)
+            .filter(|&(&p, &y)| p == usize::from(y))
+            .count();
         Ok(hits as f64 / labels.len() as f64)
     }
 }

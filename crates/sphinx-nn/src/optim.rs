@@ -20,12 +20,22 @@ impl Sgd {
     /// [`NnError::Hyperparameter`] if either is out of range or not finite.
     pub fn new(lr: f32, momentum: f32) -> Result<Self> {
         if !(lr.is_finite() && lr > 0.0) {
-            return Err(NnError::Hyperparameter { name: "learning rate", reason: format!("{lr} is not > 0") });
+            return Err(NnError::Hyperparameter {
+                name: "learning rate",
+                reason: format!("{lr} is not > 0"),
+            });
         }
         if !(0.0..1.0).contains(&momentum) {
-            return Err(NnError::Hyperparameter { name: "momentum", reason: format!("{momentum} is not in [0, 1)") });
+            return Err(NnError::Hyperparameter {
+                name: "momentum",
+                reason: format!("{momentum} is not in [0, 1)"),
+            });
         }
-        Ok(Self { lr, momentum, velocity: None })
+        Ok(Self {
+            lr,
+            momentum,
+            velocity: None,
+        })
     }
 
     /// Learning rate.
@@ -59,23 +69,45 @@ impl Sgd {
         }
         for (layer, g) in model.param_layers().zip(&grads.layers) {
             if layer.weight().dim() != g.weight.dim() || layer.bias().len() != g.bias.len() {
-                return Err(shape_err("Sgd::step", format!("{:?}", layer.weight().dim()), format!("{:?}", g.weight.dim())));
+                return Err(shape_err(
+                    "Sgd::step",
+                    format!("{:?}", layer.weight().dim()),
+                    format!("{:?}", g.weight.dim()),
+                ));
             }
         }
         let lr = self.lr;
         if self.momentum == 0.0 {
-            for (layer, g) in model.layers_mut().iter_mut().filter_map(|l| l.as_param_mut()).zip(&grads.layers) {
+            for (layer, g) in model
+                .layers_mut()
+                .iter_mut()
+                .filter_map(|l| l.as_param_mut())
+                .zip(&grads.layers)
+            {
                 layer.weight_mut().scaled_add(-lr, &g.weight);
                 layer.bias_mut().scaled_add(-lr, &g.bias);
             }
             return Ok(());
         }
         let mu = self.momentum;
-        let velocity = self
-            .velocity
-            .get_or_insert_with(|| grads.layers.iter().map(|g| (Array2::zeros(g.weight.raw_dim()), Array1::zeros(g.bias.len()))).collect());
-        for ((layer, g), (vw, vb)) in
-            model.layers_mut().iter_mut().filter_map(|l| l.as_param_mut()).zip(&grads.layers).zip(velocity.iter_mut())
+        let velocity = self.velocity.get_or_insert_with(|| {
+            grads
+                .layers
+                .iter()
+                .map(|g| {
+                    (
+                        Array2::zeros(g.weight.raw_dim()),
+                        Array1::zeros(g.bias.len()),
+                    )
+                })
+                .collect()
+        });
+        for ((layer, g), (vw, vb)) in model
+            .layers_mut()
+            .iter_mut()
+            .filter_map(|l| l.as_param_mut())
+            .zip(&grads.layers)
+            .zip(velocity.iter_mut())
         {
             vw.zip_mut_with(&g.weight, |v, &gi| *v = mu * *v + gi);
             vb.zip_mut_with(&g.bias, |v, &gi| *v = mu * *v + gi);

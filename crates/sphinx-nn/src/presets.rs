@@ -67,8 +67,15 @@ impl Preset {
     ];
 
     /// Every preset's name, in [`Self::ALL`] order.
-    pub const NAMES: [&'static str; 7] =
-        ["sphinx-mnist-cnn", "sphinx-cifar10-cnn", "mlp-30", "mlp-100", "mlp-30-square", "mlp-100-square", "lenet5"];
+    pub const NAMES: [&'static str; 7] = [
+        "sphinx-mnist-cnn",
+        "sphinx-cifar10-cnn",
+        "mlp-30",
+        "mlp-100",
+        "mlp-30-square",
+        "mlp-100-square",
+        "lenet5",
+    ];
 
     /// The preset's name.
     pub fn name(self) -> &'static str {
@@ -93,17 +100,45 @@ impl Preset {
             stride: 1,
             padding,
         };
-        let fc = |in_features, out_features| LayerSpec::Linear { in_features, out_features };
-        let pool = AvgPool2d { kernel: 2, stride: 2 };
+        let fc = |in_features, out_features| LayerSpec::Linear {
+            in_features,
+            out_features,
+        };
+        let pool = AvgPool2d {
+            kernel: 2,
+            stride: 2,
+        };
         let mnist = Shape::image(1, 28, 28);
         let (input, layers) = match self {
             Self::SphinxMnistCnn => (
                 mnist,
-                vec![conv(1, 16, 0), Relu, pool.clone(), conv(16, 16, 0), Relu, pool, Flatten, fc(256, 100), Relu, fc(100, 10)],
+                vec![
+                    conv(1, 16, 0),
+                    Relu,
+                    pool.clone(),
+                    conv(16, 16, 0),
+                    Relu,
+                    pool,
+                    Flatten,
+                    fc(256, 100),
+                    Relu,
+                    fc(100, 10),
+                ],
             ),
             Self::SphinxCifar10Cnn => (
                 Shape::image(3, 32, 32),
-                vec![conv(3, 16, 0), Relu, pool.clone(), conv(16, 32, 0), Relu, pool, Flatten, fc(800, 100), Relu, fc(100, 10)],
+                vec![
+                    conv(3, 16, 0),
+                    Relu,
+                    pool.clone(),
+                    conv(16, 32, 0),
+                    Relu,
+                    pool,
+                    Flatten,
+                    fc(800, 100),
+                    Relu,
+                    fc(100, 10),
+                ],
             ),
             Self::Mlp30 => (mnist, vec![Flatten, fc(784, 30), Relu, fc(30, 10)]),
             Self::Mlp100 => (mnist, vec![Flatten, fc(784, 100), Relu, fc(100, 10)]),
@@ -135,7 +170,10 @@ impl FromStr for Preset {
     type Err = NnError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| NnError::UnknownPreset(s.to_owned()))
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| NnError::UnknownPreset(s.to_owned()))
     }
 }
 

@@ -30,14 +30,24 @@ pub struct StepStats {
 /// # Errors
 /// Shape and label errors of [`Model::loss_and_grads`]; [`NnError::Shape`] for an
 /// empty batch.
-pub fn sgd_step(model: &mut Model, opt: &mut Sgd, input: ArrayView2<'_, f32>, labels: &[u8]) -> Result<StepStats> {
+pub fn sgd_step(
+    model: &mut Model,
+    opt: &mut Sgd,
+    input: ArrayView2<'_, f32>,
+    labels: &[u8],
+) -> Result<StepStats> {
     if labels.is_empty() {
         return Err(shape_err("sgd_step", "a non-empty batch", 0));
     }
     let (loss, mut grads) = model.loss_and_grads(input, labels)?;
     grads.scale(1.0 / labels.len() as f32);
     opt.step(model, &grads)?;
-    Ok(StepStats { loss_sum: loss.loss_sum, correct: loss.correct, batch_size: labels.len(), clipped: 0 })
+    Ok(StepStats {
+        loss_sum: loss.loss_sum,
+        correct: loss.correct,
+        batch_size: labels.len(),
+        clipped: 0,
+    })
 }
 
 /// A random partition of `0..n` into batches of `batch` indices (the last may be
@@ -62,22 +72,41 @@ pub fn per_sample_flat_grads(
     let indices = model.param_layer_indices();
     let batch = trace.values.first().map_or(0, Array2::nrows);
     if deltas.len() != indices.len() || rows.end > batch || rows.start > rows.end {
-        return Err(shape_err("per_sample_flat_grads", format!("{} deltas, rows ≤ {batch}", indices.len()), format!("{} deltas, rows {rows:?}", deltas.len())));
+        return Err(shape_err(
+            "per_sample_flat_grads",
+            format!("{} deltas, rows ≤ {batch}", indices.len()),
+            format!("{} deltas, rows {rows:?}", deltas.len()),
+        ));
     }
     let mut flat = Array2::zeros((rows.len(), model.num_params()));
     let mut offset = 0;
     for (&i, d) in indices.iter().zip(deltas) {
-        let (Some(layer), Some(input)) = (model.layers().get(i).and_then(|l| l.as_param()), trace.values.get(i)) else {
+        let (Some(layer), Some(input)) = (
+            model.layers().get(i).and_then(|l| l.as_param()),
+            trace.values.get(i),
+        ) else {
             return Err(shape_err("per_sample_flat_grads", "a parameter layer", i));
         };
-        let g = layer.per_sample_grads(input.slice(s![rows.clone(), ..]), d.slice(s![rows.clone(), ..]))?;
+        let g = layer.per_sample_grads(
+            input.slice(s![rows.clone(), ..]),
+            d.slice(s![rows.clone(), ..]),
+        )?;
         let (wlen, blen) = (layer.weight().len(), layer.bias().len());
         flat.axis_iter_mut(Axis(0))
             .into_par_iter()
-            .zip(g.weight.axis_iter(Axis(0)).into_par_iter().zip(g.bias.axis_iter(Axis(0))))
+            .zip(
+                g.weight
+                    .axis_iter(Axis(0))
+                    .into_par_iter()
+                    .zip(g.bias.axis_iter(Axis(0))),
+            )
             .for_each(|(mut row, (w, b))| {
-                row.slice_mut(s![offset..offset + wlen]).iter_mut().zip(w.iter()).for_each(|(d, &v)| *d = v);
-                row.slice_mut(s![offset + wlen..offset + wlen + blen]).assign(&b);
+                row.slice_mut(s![offset..offset + wlen])
+                    .iter_mut()
+                    .zip(w.iter())
+                    .for_each(|(d, &v)| *d = v);
+                row.slice_mut(s![offset + wlen..offset + wlen + blen])
+                    .assign(&b);
             });
         offset += wlen + blen;
     }
@@ -99,10 +128,18 @@ const CHUNK: usize = 256;
 /// # Errors
 /// [`NnError::Dp`] if the aggregator rejects a gradient (wrong dimension, non-finite
 /// values); shape errors if `data` does not fit the model.
-pub fn dp_sgd_step(model: &mut Model, opt: &mut Sgd, agg: &mut DpSgdAggregator, data: &Dataset) -> Result<StepStats> {
+pub fn dp_sgd_step(
+    model: &mut Model,
+    opt: &mut Sgd,
+    agg: &mut DpSgdAggregator,
+    data: &Dataset,
+) -> Result<StepStats> {
     let dim = model.num_params();
     if agg.dim() != dim {
-        return Err(NnError::Dp(format!("aggregator dimension {} is not the model's {dim} parameters", agg.dim())));
+        return Err(NnError::Dp(format!(
+            "aggregator dimension {} is not the model's {dim} parameters",
+            agg.dim()
+        )));
     }
     let batch = agg.sample_batch();
     let (mut loss_sum, mut correct, mut clipped) = (0.0, 0, 0);
@@ -120,7 +157,9 @@ pub fn dp_sgd_step(model: &mut Model, opt: &mut Sgd, agg: &mut DpSgdAggregator, 
             let rows = start..(start + CHUNK).min(batch.len());
             let flat = per_sample_flat_grads(model, &trace, &deltas, rows)?;
             for row in flat.axis_iter(Axis(0)) {
-                let row = row.as_slice().ok_or_else(|| shape_err("dp_sgd_step", "contiguous rows", "strided"))?;
+                let row = row
+                    .as_slice()
+                    .ok_or_else(|| shape_err("dp_sgd_step", "contiguous rows", "strided"))?;
                 let info = step.add(row).map_err(|e| NnError::Dp(e.to_string()))?;
                 clipped += usize::from(info.norm > clip);
             }
@@ -130,5 +169,10 @@ pub fn dp_sgd_step(model: &mut Model, opt: &mut Sgd, agg: &mut DpSgdAggregator, 
     let mut grads = Gradients::zeros_like(model);
     grads.copy_from_flat(&output.gradient)?;
     opt.step(model, &grads)?;
-    Ok(StepStats { loss_sum, correct, batch_size: batch.len(), clipped })
+    Ok(StepStats {
+        loss_sum,
+        correct,
+        batch_size: batch.len(),
+        clipped,
+    })
 }

@@ -21,10 +21,13 @@ pub const CLASSES: usize = 10;
 /// [`NnError::Dataset`]: [`DatasetFault::CifarLength`] if the length is not a positive
 /// multiple of [`RECORD_BYTES`], [`DatasetFault::BadLabel`] for a label ≥ 10.
 pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
-    if bytes.is_empty() || bytes.len() % RECORD_BYTES != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_BYTES) {
         return Err(NnError::Dataset {
             path: path.to_path_buf(),
-            reason: DatasetFault::CifarLength { len: bytes.len() as u64, record: RECORD_BYTES },
+            reason: DatasetFault::CifarLength {
+                len: bytes.len() as u64,
+                record: RECORD_BYTES,
+            },
         });
     }
     let n = bytes.len() / RECORD_BYTES;
@@ -35,7 +38,11 @@ pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
         if usize::from(*label) >= CLASSES {
             return Err(NnError::Dataset {
                 path: path.to_path_buf(),
-                reason: DatasetFault::BadLabel { index, label: *label, classes: CLASSES },
+                reason: DatasetFault::BadLabel {
+                    index,
+                    label: *label,
+                    classes: CLASSES,
+                },
             });
         }
         labels.push(*label);

@@ -29,7 +29,10 @@ pub struct IdxImages {
 }
 
 fn fault(path: &Path, reason: DatasetFault) -> NnError {
-    NnError::Dataset { path: path.to_path_buf(), reason }
+    NnError::Dataset {
+        path: path.to_path_buf(),
+        reason,
+    }
 }
 
 /// Reads a file, gunzipping it when it starts with the gzip magic `1f 8b`.
@@ -38,7 +41,10 @@ fn fault(path: &Path, reason: DatasetFault) -> NnError {
 /// [`NnError::Io`] if it cannot be read; [`NnError::Dataset`] with
 /// [`DatasetFault::Gzip`] for a corrupt stream or one larger than [`MAX_FILE_BYTES`].
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|source| NnError::Io { path: path.to_path_buf(), source })?;
+    let raw = std::fs::read(path).map_err(|source| NnError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     decompress_if_gz(raw, path)
 }
 
@@ -52,7 +58,10 @@ pub(crate) fn decompress_if_gz(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
         .read_to_end(&mut out)
         .map_err(|e| fault(path, DatasetFault::Gzip(e.to_string())))?;
     if out.len() as u64 > MAX_FILE_BYTES {
-        return Err(fault(path, DatasetFault::Gzip(format!("decompresses to more than {MAX_FILE_BYTES} bytes"))));
+        return Err(fault(
+            path,
+            DatasetFault::Gzip(format!("decompresses to more than {MAX_FILE_BYTES} bytes")),
+        ));
     }
     Ok(out)
 }
@@ -60,21 +69,50 @@ pub(crate) fn decompress_if_gz(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
 /// Splits off the header and checks magic, dimensions and the exact data length.
 fn parse<'a>(bytes: &'a [u8], path: &Path, magic: u32) -> Result<(Vec<u32>, &'a [u8])> {
     let word = |i: usize| -> Option<u32> {
-        bytes.get(4 * i..4 * i + 4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes)
+        bytes
+            .get(4 * i..4 * i + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
     };
-    let found = word(0).ok_or_else(|| fault(path, DatasetFault::Truncated { expected: 4, found: bytes.len() as u64 }))?;
+    let found = word(0).ok_or_else(|| {
+        fault(
+            path,
+            DatasetFault::Truncated {
+                expected: 4,
+                found: bytes.len() as u64,
+            },
+        )
+    })?;
     if found != magic {
-        return Err(fault(path, DatasetFault::BadMagic { expected: magic, found }));
+        return Err(fault(
+            path,
+            DatasetFault::BadMagic {
+                expected: magic,
+                found,
+            },
+        ));
     }
     let ndims = (magic & 0xff) as usize;
     let header = 4 * (1 + ndims);
     let dims: Vec<u32> = (1..=ndims)
-        .map(|i| word(i).ok_or_else(|| fault(path, DatasetFault::Truncated { expected: header as u64, found: bytes.len() as u64 })))
+        .map(|i| {
+            word(i).ok_or_else(|| {
+                fault(
+                    path,
+                    DatasetFault::Truncated {
+                        expected: header as u64,
+                        found: bytes.len() as u64,
+                    },
+                )
+            })
+        })
         .collect::<Result<_>>()?;
     if dims.contains(&0) {
         return Err(fault(path, DatasetFault::BadDimensions(dims)));
     }
-    let expected = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(u64::from(d)));
+    let expected = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(u64::from(d)));
     let Some(expected) = expected.filter(|&e| e <= MAX_FILE_BYTES) else {
         return Err(fault(path, DatasetFault::BadDimensions(dims)));
     };
@@ -84,7 +122,12 @@ fn parse<'a>(bytes: &'a [u8], path: &Path, magic: u32) -> Result<(Vec<u32>, &'a 
         return Err(fault(path, DatasetFault::Truncated { expected, found }));
     }
     if found > expected {
-        return Err(fault(path, DatasetFault::TrailingBytes { extra: found - expected }));
+        return Err(fault(
+            path,
+            DatasetFault::TrailingBytes {
+                extra: found - expected,
+            },
+        ));
     }
     Ok((dims, data))
 }
@@ -99,7 +142,12 @@ pub fn parse_images(bytes: &[u8], path: &Path) -> Result<IdxImages> {
     let [count, rows, cols] = dims[..] else {
         return Err(fault(path, DatasetFault::BadDimensions(dims)));
     };
-    Ok(IdxImages { count: count as usize, rows: rows as usize, cols: cols as usize, pixels: data.to_vec() })
+    Ok(IdxImages {
+        count: count as usize,
+        rows: rows as usize,
+        cols: cols as usize,
+        pixels: data.to_vec(),
+    })
 }
 
 /// Parses an (uncompressed) IDX label file. `path` only labels errors.

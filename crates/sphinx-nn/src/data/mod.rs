@@ -40,25 +40,47 @@ impl Dataset {
     /// # Errors
     /// [`NnError::Dataset`] with [`DatasetFault::CountMismatch`] or
     /// [`DatasetFault::BadLabel`], attributed to `path`.
-    pub fn from_bytes(pixels: &[u8], labels: Vec<u8>, shape: Shape, num_classes: usize, path: &Path) -> Result<Self> {
+    pub fn from_bytes(
+        pixels: &[u8],
+        labels: Vec<u8>,
+        shape: Shape,
+        num_classes: usize,
+        path: &Path,
+    ) -> Result<Self> {
         let per = shape.len().max(1);
         let images = pixels.len() / per;
-        if pixels.len() % per != 0 || images != labels.len() {
+        if !pixels.len().is_multiple_of(per) || images != labels.len() {
             return Err(NnError::Dataset {
                 path: path.to_path_buf(),
-                reason: DatasetFault::CountMismatch { images, labels: labels.len() },
+                reason: DatasetFault::CountMismatch {
+                    images,
+                    labels: labels.len(),
+                },
             });
         }
-        if let Some((index, &label)) = labels.iter().enumerate().find(|&(_, &l)| usize::from(l) >= num_classes) {
+        if let Some((index, &label)) = labels
+            .iter()
+            .enumerate()
+            .find(|&(_, &l)| usize::from(l) >= num_classes)
+        {
             return Err(NnError::Dataset {
                 path: path.to_path_buf(),
-                reason: DatasetFault::BadLabel { index, label, classes: num_classes },
+                reason: DatasetFault::BadLabel {
+                    index,
+                    label,
+                    classes: num_classes,
+                },
             });
         }
         let data: Vec<f32> = pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
         let images = Array2::from_shape_vec((images, per), data)
             .map_err(|e| crate::error::shape_err("Dataset::from_bytes", per, e))?;
-        Ok(Self { images, labels, shape, num_classes })
+        Ok(Self {
+            images,
+            labels,
+            shape,
+            num_classes,
+        })
     }
 
     /// Number of examples.
@@ -88,7 +110,11 @@ impl Dataset {
     /// [`NnError::Shape`] if an index is out of range.
     pub fn batch(&self, indices: &[usize]) -> Result<(Array2<f32>, Vec<u8>)> {
         if let Some(&bad) = indices.iter().find(|&&i| i >= self.len()) {
-            return Err(crate::error::shape_err("Dataset::batch", format!("index < {}", self.len()), bad));
+            return Err(crate::error::shape_err(
+                "Dataset::batch",
+                format!("index < {}", self.len()),
+                bad,
+            ));
         }
         let x = self.images.select(Axis(0), indices);
         let y = indices.iter().map(|&i| self.labels[i]).collect();
@@ -113,10 +139,19 @@ fn idx_dataset(images: &[u8], labels: &[u8], ipath: &Path, lpath: &Path) -> Resu
     if img.count != lab.len() {
         return Err(NnError::Dataset {
             path: lpath.to_path_buf(),
-            reason: DatasetFault::CountMismatch { images: img.count, labels: lab.len() },
+            reason: DatasetFault::CountMismatch {
+                images: img.count,
+                labels: lab.len(),
+            },
         });
     }
-    Dataset::from_bytes(&img.pixels, lab, Shape::image(1, img.rows, img.cols), CLASSES, ipath)
+    Dataset::from_bytes(
+        &img.pixels,
+        lab,
+        Shape::image(1, img.rows, img.cols),
+        CLASSES,
+        ipath,
+    )
 }
 
 /// Loads an IDX image file and its label file (each gzipped or raw).
@@ -124,17 +159,25 @@ fn idx_dataset(images: &[u8], labels: &[u8], ipath: &Path, lpath: &Path) -> Resu
 /// # Errors
 /// [`NnError::Io`] and [`NnError::Dataset`] for unreadable or malformed files.
 pub fn load_idx(images: &Path, labels: &Path) -> Result<Dataset> {
-    idx_dataset(&idx::read_maybe_gz(images)?, &idx::read_maybe_gz(labels)?, images, labels)
+    idx_dataset(
+        &idx::read_maybe_gz(images)?,
+        &idx::read_maybe_gz(labels)?,
+        images,
+        labels,
+    )
 }
 
 /// Finds `<prefix>-<kind>-idx<d>-ubyte` (also `.` instead of the last `-`, optionally
 /// `.gz`) in `dir`.
 fn find_idx(dir: &Path, prefix: &str, kind: &str, d: u8) -> Option<PathBuf> {
-    [format!("{prefix}-{kind}-idx{d}-ubyte"), format!("{prefix}-{kind}.idx{d}-ubyte")]
-        .into_iter()
-        .flat_map(|n| [format!("{n}.gz"), n])
-        .map(|n| dir.join(n))
-        .find(|p| p.is_file())
+    [
+        format!("{prefix}-{kind}-idx{d}-ubyte"),
+        format!("{prefix}-{kind}.idx{d}-ubyte"),
+    ]
+    .into_iter()
+    .flat_map(|n| [format!("{n}.gz"), n])
+    .map(|n| dir.join(n))
+    .find(|p| p.is_file())
 }
 
 /// Loads the dataset in `dir`: either the four MNIST-style IDX files
@@ -146,13 +189,21 @@ fn find_idx(dir: &Path, prefix: &str, kind: &str, d: u8) -> Option<PathBuf> {
 /// [`NnError::DatasetNotFound`] if neither layout is present, otherwise as the readers.
 pub fn load_dir(dir: &Path) -> Result<Split> {
     let name = dir.display().to_string();
-    let idx_files = ["train", "t10k"].map(|p| (find_idx(dir, p, "images", 3), find_idx(dir, p, "labels", 1)));
+    let idx_files =
+        ["train", "t10k"].map(|p| (find_idx(dir, p, "images", 3), find_idx(dir, p, "labels", 1)));
     if let [(Some(tri), Some(trl)), (Some(tei), Some(tel))] = idx_files {
-        return Ok(Split { name, train: load_idx(&tri, &trl)?, test: load_idx(&tei, &tel)? });
+        return Ok(Split {
+            name,
+            train: load_idx(&tri, &trl)?,
+            test: load_idx(&tei, &tel)?,
+        });
     }
     for d in [dir.to_path_buf(), dir.join("cifar-10-batches-bin")] {
         if d.join("test_batch.bin").is_file() {
-            return load_cifar_dir(&d).map(|s| Split { name: name.clone(), ..s });
+            return load_cifar_dir(&d).map(|s| Split {
+                name: name.clone(),
+                ..s
+            });
         }
     }
     Err(NnError::DatasetNotFound {
@@ -167,20 +218,34 @@ fn load_cifar_files(paths: &[PathBuf]) -> Result<Dataset> {
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
     for p in paths {
-        let bytes = std::fs::read(p).map_err(|source| NnError::Io { path: p.clone(), source })?;
+        let bytes = std::fs::read(p).map_err(|source| NnError::Io {
+            path: p.clone(),
+            source,
+        })?;
         let (px, lb) = cifar::parse_batch(&bytes, p)?;
         pixels.extend(px);
         labels.extend(lb);
     }
     let first = paths.first().cloned().unwrap_or_default();
-    Dataset::from_bytes(&pixels, labels, Shape::image(3, cifar::SIDE, cifar::SIDE), cifar::CLASSES, &first)
+    Dataset::from_bytes(
+        &pixels,
+        labels,
+        Shape::image(3, cifar::SIDE, cifar::SIDE),
+        cifar::CLASSES,
+        &first,
+    )
 }
 
 fn load_cifar_dir(dir: &Path) -> Result<Split> {
-    let train: Vec<PathBuf> =
-        (1..=5).map(|i| dir.join(format!("data_batch_{i}.bin"))).filter(|p| p.is_file()).collect();
+    let train: Vec<PathBuf> = (1..=5)
+        .map(|i| dir.join(format!("data_batch_{i}.bin")))
+        .filter(|p| p.is_file())
+        .collect();
     if train.is_empty() {
-        return Err(NnError::DatasetNotFound { path: dir.to_path_buf(), reason: "test_batch.bin without any data_batch_N.bin".into() });
+        return Err(NnError::DatasetNotFound {
+            path: dir.to_path_buf(),
+            reason: "test_batch.bin without any data_batch_N.bin".into(),
+        });
     }
     Ok(Split {
         name: dir.display().to_string(),
@@ -189,10 +254,14 @@ fn load_cifar_dir(dir: &Path) -> Result<Split> {
     })
 }
 
-const SAMPLE_TRAIN_IMAGES: &[u8] = include_bytes!("../../../../data/mnist-sample/train-images-idx3-ubyte.gz");
-const SAMPLE_TRAIN_LABELS: &[u8] = include_bytes!("../../../../data/mnist-sample/train-labels-idx1-ubyte.gz");
-const SAMPLE_TEST_IMAGES: &[u8] = include_bytes!("../../../../data/mnist-sample/t10k-images-idx3-ubyte.gz");
-const SAMPLE_TEST_LABELS: &[u8] = include_bytes!("../../../../data/mnist-sample/t10k-labels-idx1-ubyte.gz");
+const SAMPLE_TRAIN_IMAGES: &[u8] =
+    include_bytes!("../../../../data/mnist-sample/train-images-idx3-ubyte.gz");
+const SAMPLE_TRAIN_LABELS: &[u8] =
+    include_bytes!("../../../../data/mnist-sample/train-labels-idx1-ubyte.gz");
+const SAMPLE_TEST_IMAGES: &[u8] =
+    include_bytes!("../../../../data/mnist-sample/t10k-images-idx3-ubyte.gz");
+const SAMPLE_TEST_LABELS: &[u8] =
+    include_bytes!("../../../../data/mnist-sample/t10k-labels-idx1-ubyte.gz");
 
 /// The bundled sample of 10,000 real MNIST digits (compiled into the library from
 /// `data/mnist-sample/`): 8,000 training and 2,000 held-out images; provenance, split
@@ -204,7 +273,12 @@ pub fn bundled_mnist_sample() -> Result<Split> {
     let load = |img: &[u8], lab: &[u8], name: &str| -> Result<Dataset> {
         let ip = PathBuf::from(format!("<bundled>/{name}-images-idx3-ubyte.gz"));
         let lp = PathBuf::from(format!("<bundled>/{name}-labels-idx1-ubyte.gz"));
-        idx_dataset(&idx::decompress_if_gz(img.to_vec(), &ip)?, &idx::decompress_if_gz(lab.to_vec(), &lp)?, &ip, &lp)
+        idx_dataset(
+            &idx::decompress_if_gz(img.to_vec(), &ip)?,
+            &idx::decompress_if_gz(lab.to_vec(), &lp)?,
+            &ip,
+            &lp,
+        )
     };
     Ok(Split {
         name: "bundled MNIST sample".into(),
@@ -222,10 +296,14 @@ pub fn fashion_mnist() -> Result<Split> {
     if !dir.is_dir() {
         return Err(NnError::DatasetNotFound {
             path: dir.to_path_buf(),
-            reason: "install it with `apt-get install dataset-fashion-mnist`, or pass --data DIR".into(),
+            reason: "install it with `apt-get install dataset-fashion-mnist`, or pass --data DIR"
+                .into(),
         });
     }
-    load_dir(dir).map(|s| Split { name: "Fashion-MNIST".into(), ..s })
+    load_dir(dir).map(|s| Split {
+        name: "Fashion-MNIST".into(),
+        ..s
+    })
 }
 
 /// Where to get data: `bundled`, `fashion-mnist`, or a directory.

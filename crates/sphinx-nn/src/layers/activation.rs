@@ -42,9 +42,15 @@ impl Nonlinear for Relu {
         Ok(Zip::from(&input).par_map_collect(|&z| z.max(0.0)))
     }
 
-    fn backward(&self, input: ArrayView2<'_, f32>, grad_out: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+    fn backward(
+        &self,
+        input: ArrayView2<'_, f32>,
+        grad_out: ArrayView2<'_, f32>,
+    ) -> Result<Array2<f32>> {
         check_pair("Relu::backward", &input, self.dim, &grad_out, self.dim)?;
-        Ok(Zip::from(&input).and(&grad_out).par_map_collect(|&z, &g| if z > 0.0 { g } else { 0.0 }))
+        Ok(Zip::from(&input)
+            .and(&grad_out)
+            .par_map_collect(|&z, &g| if z > 0.0 { g } else { 0.0 }))
     }
 }
 
@@ -76,9 +82,15 @@ impl Nonlinear for Square {
         Ok(Zip::from(&input).par_map_collect(|&z| z * z))
     }
 
-    fn backward(&self, input: ArrayView2<'_, f32>, grad_out: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+    fn backward(
+        &self,
+        input: ArrayView2<'_, f32>,
+        grad_out: ArrayView2<'_, f32>,
+    ) -> Result<Array2<f32>> {
         check_pair("Square::backward", &input, self.dim, &grad_out, self.dim)?;
-        Ok(Zip::from(&input).and(&grad_out).par_map_collect(|&z, &g| 2.0 * z * g))
+        Ok(Zip::from(&input)
+            .and(&grad_out)
+            .par_map_collect(|&z, &g| 2.0 * z * g))
     }
 }
 
@@ -110,7 +122,11 @@ impl Nonlinear for Flatten {
         Ok(input.to_owned())
     }
 
-    fn backward(&self, input: ArrayView2<'_, f32>, grad_out: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+    fn backward(
+        &self,
+        input: ArrayView2<'_, f32>,
+        grad_out: ArrayView2<'_, f32>,
+    ) -> Result<Array2<f32>> {
         check_pair("Flatten::backward", &input, self.dim, &grad_out, self.dim)?;
         Ok(grad_out.to_owned())
     }

@@ -31,8 +31,20 @@ impl Conv2d {
     ///
     /// # Errors
     /// [`NnError::Architecture`] if the kernel does not fit or a size is zero.
-    pub fn new(input: Shape, out_channels: usize, kernel: usize, stride: usize, padding: usize) -> Result<Self> {
-        let spec = super::LayerSpec::Conv2d { in_channels: input.channels, out_channels, kernel, stride, padding };
+    pub fn new(
+        input: Shape,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        let spec = super::LayerSpec::Conv2d {
+            in_channels: input.channels,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+        };
         let output = spec.output_shape(input)?;
         let fan_in = input.channels * kernel * kernel;
         Ok(Self {
@@ -103,7 +115,11 @@ impl Conv2d {
     /// Each `(c, ky, kx)` row is a strided copy of one input plane; the stride-1,
     /// unpadded case (both convolutions of the MNIST CNN) is a run of `copy_from_slice`.
     fn im2col_into(&self, x: &[f32], cols: &mut [f32]) {
-        let Shape { channels, height: h, width: w } = self.input;
+        let Shape {
+            channels,
+            height: h,
+            width: w,
+        } = self.input;
         let (oh, ow) = (self.output.height, self.output.width);
         let (k, s, p) = (self.kernel, self.stride, self.padding);
         let l = oh * ow;
@@ -125,7 +141,11 @@ impl Conv2d {
                         } else {
                             for (ox, d) in drow.iter_mut().enumerate() {
                                 let ix = ox * s + kx;
-                                *d = if ix < p || ix - p >= w { 0.0 } else { src[ix - p] };
+                                *d = if ix < p || ix - p >= w {
+                                    0.0
+                                } else {
+                                    src[ix - p]
+                                };
                             }
                         }
                     }
@@ -137,7 +157,11 @@ impl Conv2d {
     /// Adjoint of [`Self::im2col_into`]: scatters patch gradients back onto the input,
     /// accumulating where windows overlap.
     fn col2im_add(&self, cols: &[f32], dx: &mut [f32]) {
-        let Shape { channels, height: h, width: w } = self.input;
+        let Shape {
+            channels,
+            height: h,
+            width: w,
+        } = self.input;
         let (oh, ow) = (self.output.height, self.output.width);
         let (k, s, p) = (self.kernel, self.stride, self.padding);
         let l = oh * ow;
@@ -172,10 +196,16 @@ impl Conv2d {
     }
 
     fn view<'a>(&self, rows: usize, cols: usize, data: &'a [f32]) -> Result<ArrayView2<'a, f32>> {
-        ArrayView2::from_shape((rows, cols), data).map_err(|e| shape_err("Conv2d", format!("({rows}, {cols})"), e))
+        ArrayView2::from_shape((rows, cols), data)
+            .map_err(|e| shape_err("Conv2d", format!("({rows}, {cols})"), e))
     }
 
-    fn view_mut<'a>(&self, rows: usize, cols: usize, data: &'a mut [f32]) -> Result<ArrayViewMut2<'a, f32>> {
+    fn view_mut<'a>(
+        &self,
+        rows: usize,
+        cols: usize,
+        data: &'a mut [f32],
+    ) -> Result<ArrayViewMut2<'a, f32>> {
         ArrayViewMut2::from_shape((rows, cols), data)
             .map_err(|e| shape_err("Conv2d", format!("({rows}, {cols})"), e))
     }
@@ -221,7 +251,8 @@ fn contiguous<'a>(
     context: &'static str,
     a: &'a ndarray::CowArray<'a, f32, ndarray::Ix2>,
 ) -> Result<&'a [f32]> {
-    a.as_slice().ok_or_else(|| shape_err(context, "contiguous array", "strided array"))
+    a.as_slice()
+        .ok_or_else(|| shape_err(context, "contiguous array", "strided array"))
 }
 
 impl ParamLayer for Conv2d {
@@ -253,49 +284,75 @@ impl ParamLayer for Conv2d {
         check_cols("Conv2d::forward", &input, self.in_dim())?;
         let x = input.as_standard_layout();
         let xs = contiguous("Conv2d::forward", &x)?;
-        let (din, dout, kk, l, co) =
-            (self.in_dim(), self.out_dim(), self.patch_len(), self.positions(), self.out_channels());
+        let (din, dout, kk, l, co) = (
+            self.in_dim(),
+            self.out_dim(),
+            self.patch_len(),
+            self.positions(),
+            self.out_channels(),
+        );
         let batch = input.nrows();
         let mut out = vec![0.0f32; batch * dout];
         let rows = chunk_rows(batch);
-        out.par_chunks_mut(dout * rows).zip(xs.par_chunks(din * rows)).try_for_each(|(os, xs)| {
-            let mut cols = vec![0.0f32; kk * l];
-            for (o, x) in os.chunks_exact_mut(dout).zip(xs.chunks_exact(din)) {
-                self.im2col_into(x, &mut cols);
-                let mut z = self.view_mut(co, l, o)?;
-                for (mut row, &b) in z.rows_mut().into_iter().zip(self.bias.iter()) {
-                    row.fill(b);
+        out.par_chunks_mut(dout * rows)
+            .zip(xs.par_chunks(din * rows))
+            .try_for_each(|(os, xs)| {
+                let mut cols = vec![0.0f32; kk * l];
+                for (o, x) in os.chunks_exact_mut(dout).zip(xs.chunks_exact(din)) {
+                    self.im2col_into(x, &mut cols);
+                    let mut z = self.view_mut(co, l, o)?;
+                    for (mut row, &b) in z.rows_mut().into_iter().zip(self.bias.iter()) {
+                        row.fill(b);
+                    }
+                    general_mat_mul(1.0, &self.weight, &self.view(kk, l, &cols)?, 1.0, &mut z);
                 }
-                general_mat_mul(1.0, &self.weight, &self.view(kk, l, &cols)?, 1.0, &mut z);
-            }
-            Ok::<_, NnError>(())
-        })?;
-        Array2::from_shape_vec((batch, dout), out).map_err(|e| shape_err("Conv2d::forward", "output", e))
+                Ok::<_, NnError>(())
+            })?;
+        Array2::from_shape_vec((batch, dout), out)
+            .map_err(|e| shape_err("Conv2d::forward", "output", e))
     }
 
     fn backward_input(&self, grad_out: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
         check_cols("Conv2d::backward_input", &grad_out, self.out_dim())?;
         let g = grad_out.as_standard_layout();
         let gs = contiguous("Conv2d::backward_input", &g)?;
-        let (din, dout, kk, l, co) =
-            (self.in_dim(), self.out_dim(), self.patch_len(), self.positions(), self.out_channels());
+        let (din, dout, kk, l, co) = (
+            self.in_dim(),
+            self.out_dim(),
+            self.patch_len(),
+            self.positions(),
+            self.out_channels(),
+        );
         let batch = grad_out.nrows();
         let mut dx = vec![0.0f32; batch * din];
         let rows = chunk_rows(batch);
-        dx.par_chunks_mut(din * rows).zip(gs.par_chunks(dout * rows)).try_for_each(|(dxs, gs)| {
-            let mut gcols = vec![0.0f32; kk * l];
-            for (d, g) in dxs.chunks_exact_mut(din).zip(gs.chunks_exact(dout)) {
-                let mut gc = self.view_mut(kk, l, &mut gcols)?;
-                general_mat_mul(1.0, &self.weight.t(), &self.view(co, l, g)?, 0.0, &mut gc);
-                self.col2im_add(&gcols, d);
-            }
-            Ok::<_, NnError>(())
-        })?;
-        Array2::from_shape_vec((batch, din), dx).map_err(|e| shape_err("Conv2d::backward_input", "output", e))
+        dx.par_chunks_mut(din * rows)
+            .zip(gs.par_chunks(dout * rows))
+            .try_for_each(|(dxs, gs)| {
+                let mut gcols = vec![0.0f32; kk * l];
+                for (d, g) in dxs.chunks_exact_mut(din).zip(gs.chunks_exact(dout)) {
+                    let mut gc = self.view_mut(kk, l, &mut gcols)?;
+                    general_mat_mul(1.0, &self.weight.t(), &self.view(co, l, g)?, 0.0, &mut gc);
+                    self.col2im_add(&gcols, d);
+                }
+                Ok::<_, NnError>(())
+            })?;
+        Array2::from_shape_vec((batch, din), dx)
+            .map_err(|e| shape_err("Conv2d::backward_input", "output", e))
     }
 
-    fn grads(&self, input: ArrayView2<'_, f32>, grad_out: ArrayView2<'_, f32>) -> Result<ParamGrads> {
-        check_pair("Conv2d::grads", &input, self.in_dim(), &grad_out, self.out_dim())?;
+    fn grads(
+        &self,
+        input: ArrayView2<'_, f32>,
+        grad_out: ArrayView2<'_, f32>,
+    ) -> Result<ParamGrads> {
+        check_pair(
+            "Conv2d::grads",
+            &input,
+            self.in_dim(),
+            &grad_out,
+            self.out_dim(),
+        )?;
         let (x, g) = (input.as_standard_layout(), grad_out.as_standard_layout());
         let (kk, l, co) = (self.patch_len(), self.positions(), self.out_channels());
         self.fold_samples(
@@ -322,11 +379,25 @@ impl ParamLayer for Conv2d {
         input: ArrayView2<'_, f32>,
         grad_out: ArrayView2<'_, f32>,
     ) -> Result<PerSampleGrads> {
-        check_pair("Conv2d::per_sample_grads", &input, self.in_dim(), &grad_out, self.out_dim())?;
+        check_pair(
+            "Conv2d::per_sample_grads",
+            &input,
+            self.in_dim(),
+            &grad_out,
+            self.out_dim(),
+        )?;
         let (x, g) = (input.as_standard_layout(), grad_out.as_standard_layout());
-        let (xs, gs) = (contiguous("Conv2d::per_sample_grads", &x)?, contiguous("Conv2d::per_sample_grads", &g)?);
-        let (din, dout, kk, l, co) =
-            (self.in_dim(), self.out_dim(), self.patch_len(), self.positions(), self.out_channels());
+        let (xs, gs) = (
+            contiguous("Conv2d::per_sample_grads", &x)?,
+            contiguous("Conv2d::per_sample_grads", &g)?,
+        );
+        let (din, dout, kk, l, co) = (
+            self.in_dim(),
+            self.out_dim(),
+            self.patch_len(),
+            self.positions(),
+            self.out_channels(),
+        );
         let batch = input.nrows();
         let mut w = vec![0.0f32; batch * co * kk];
         let mut b = vec![0.0f32; batch * co];
@@ -336,12 +407,21 @@ impl ParamLayer for Conv2d {
             .zip(xs.par_chunks(din * rows).zip(gs.par_chunks(dout * rows)))
             .try_for_each(|((ws, bs), (xs, gs))| {
                 let mut cols = vec![0.0f32; kk * l];
-                for (((wi, bi), x), g) in
-                    ws.chunks_exact_mut(co * kk).zip(bs.chunks_exact_mut(co)).zip(xs.chunks_exact(din)).zip(gs.chunks_exact(dout))
+                for (((wi, bi), x), g) in ws
+                    .chunks_exact_mut(co * kk)
+                    .zip(bs.chunks_exact_mut(co))
+                    .zip(xs.chunks_exact(din))
+                    .zip(gs.chunks_exact(dout))
                 {
                     self.im2col_into(x, &mut cols);
                     let gv = self.view(co, l, g)?;
-                    general_mat_mul(1.0, &gv, &self.view(kk, l, &cols)?.t(), 0.0, &mut self.view_mut(co, kk, wi)?);
+                    general_mat_mul(
+                        1.0,
+                        &gv,
+                        &self.view(kk, l, &cols)?.t(),
+                        0.0,
+                        &mut self.view_mut(co, kk, wi)?,
+                    );
                     for (bj, grow) in bi.iter_mut().zip(gv.rows()) {
                         *bj = grow.sum();
                     }
@@ -349,8 +429,10 @@ impl ParamLayer for Conv2d {
                 Ok::<_, NnError>(())
             })?;
         Ok(PerSampleGrads {
-            weight: Array3::from_shape_vec((batch, co, kk), w).map_err(|e| shape_err("Conv2d", "grads", e))?,
-            bias: Array2::from_shape_vec((batch, co), b).map_err(|e| shape_err("Conv2d", "grads", e))?,
+            weight: Array3::from_shape_vec((batch, co, kk), w)
+                .map_err(|e| shape_err("Conv2d", "grads", e))?,
+            bias: Array2::from_shape_vec((batch, co), b)
+                .map_err(|e| shape_err("Conv2d", "grads", e))?,
         })
     }
 
@@ -359,28 +441,51 @@ impl ParamLayer for Conv2d {
         input: ArrayView2<'_, f32>,
         grad_out: ArrayView2<'_, f32>,
     ) -> Result<Array1<f64>> {
-        check_pair("Conv2d::per_sample_sq_norms", &input, self.in_dim(), &grad_out, self.out_dim())?;
+        check_pair(
+            "Conv2d::per_sample_sq_norms",
+            &input,
+            self.in_dim(),
+            &grad_out,
+            self.out_dim(),
+        )?;
         let (x, g) = (input.as_standard_layout(), grad_out.as_standard_layout());
-        let (xs, gs) = (contiguous("Conv2d::per_sample_sq_norms", &x)?, contiguous("Conv2d::per_sample_sq_norms", &g)?);
-        let (din, dout, kk, l, co) =
-            (self.in_dim(), self.out_dim(), self.patch_len(), self.positions(), self.out_channels());
+        let (xs, gs) = (
+            contiguous("Conv2d::per_sample_sq_norms", &x)?,
+            contiguous("Conv2d::per_sample_sq_norms", &g)?,
+        );
+        let (din, dout, kk, l, co) = (
+            self.in_dim(),
+            self.out_dim(),
+            self.patch_len(),
+            self.positions(),
+            self.out_channels(),
+        );
         let batch = input.nrows();
         let mut norms = vec![0.0f64; batch];
         let rows = chunk_rows(batch);
-        norms.par_chunks_mut(rows).zip(xs.par_chunks(din * rows).zip(gs.par_chunks(dout * rows))).try_for_each(
-            |(ns, (xs, gs))| {
+        norms
+            .par_chunks_mut(rows)
+            .zip(xs.par_chunks(din * rows).zip(gs.par_chunks(dout * rows)))
+            .try_for_each(|(ns, (xs, gs))| {
                 let mut cols = vec![0.0f32; kk * l];
                 let mut wi = Array2::<f32>::zeros((co, kk));
-                for ((n, x), g) in ns.iter_mut().zip(xs.chunks_exact(din)).zip(gs.chunks_exact(dout)) {
+                for ((n, x), g) in ns
+                    .iter_mut()
+                    .zip(xs.chunks_exact(din))
+                    .zip(gs.chunks_exact(dout))
+                {
                     self.im2col_into(x, &mut cols);
                     let gv = self.view(co, l, g)?;
                     general_mat_mul(1.0, &gv, &self.view(kk, l, &cols)?.t(), 0.0, &mut wi);
-                    let bias_sq: f64 = gv.rows().into_iter().map(|r| f64::from(r.sum()).powi(2)).sum();
+                    let bias_sq: f64 = gv
+                        .rows()
+                        .into_iter()
+                        .map(|r| f64::from(r.sum()).powi(2))
+                        .sum();
                     *n = super::sq_sum(wi.iter()) + bias_sq;
                 }
                 Ok::<_, NnError>(())
-            },
-        )?;
+            })?;
         Ok(Array1::from(norms))
     }
 }

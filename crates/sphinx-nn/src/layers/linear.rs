@@ -22,9 +22,14 @@ impl Linear {
     /// [`NnError::Architecture`] if a dimension is zero.
     pub fn new(in_features: usize, out_features: usize) -> Result<Self> {
         if in_features == 0 || out_features == 0 {
-            return Err(NnError::Architecture("linear layer with a zero dimension".into()));
+            return Err(NnError::Architecture(
+                "linear layer with a zero dimension".into(),
+            ));
         }
-        Ok(Self { weight: Array2::zeros((out_features, in_features)), bias: Array1::zeros(out_features) })
+        Ok(Self {
+            weight: Array2::zeros((out_features, in_features)),
+            bias: Array1::zeros(out_features),
+        })
     }
 
     /// A layer with the given parameters.
@@ -34,7 +39,11 @@ impl Linear {
     /// dimension is zero.
     pub fn from_params(weight: Array2<f32>, bias: Array1<f32>) -> Result<Self> {
         if weight.nrows() != bias.len() || weight.is_empty() {
-            return Err(shape_err("Linear::from_params", format!("bias of {}", weight.nrows()), bias.len()));
+            return Err(shape_err(
+                "Linear::from_params",
+                format!("bias of {}", weight.nrows()),
+                bias.len(),
+            ));
         }
         Ok(Self { weight, bias })
     }
@@ -92,8 +101,18 @@ impl ParamLayer for Linear {
         Ok(out)
     }
 
-    fn grads(&self, input: ArrayView2<'_, f32>, grad_out: ArrayView2<'_, f32>) -> Result<ParamGrads> {
-        check_pair("Linear::grads", &input, self.in_dim(), &grad_out, self.out_dim())?;
+    fn grads(
+        &self,
+        input: ArrayView2<'_, f32>,
+        grad_out: ArrayView2<'_, f32>,
+    ) -> Result<ParamGrads> {
+        check_pair(
+            "Linear::grads",
+            &input,
+            self.in_dim(),
+            &grad_out,
+            self.out_dim(),
+        )?;
         let rows = chunk_rows(input.nrows());
         let zero = || ParamGrads::zeros_like(self);
         let total = input
@@ -118,7 +137,13 @@ impl ParamLayer for Linear {
         input: ArrayView2<'_, f32>,
         grad_out: ArrayView2<'_, f32>,
     ) -> Result<PerSampleGrads> {
-        check_pair("Linear::per_sample_grads", &input, self.in_dim(), &grad_out, self.out_dim())?;
+        check_pair(
+            "Linear::per_sample_grads",
+            &input,
+            self.in_dim(),
+            &grad_out,
+            self.out_dim(),
+        )?;
         let mut weight = Array3::zeros((input.nrows(), self.out_dim(), self.in_dim()));
         weight
             .axis_iter_mut(Axis(0))
@@ -131,7 +156,10 @@ impl ParamLayer for Linear {
                     row.zip_mut_with(&x, |r, &xi| *r = gj * xi);
                 }
             });
-        Ok(PerSampleGrads { weight, bias: grad_out.to_owned() })
+        Ok(PerSampleGrads {
+            weight,
+            bias: grad_out.to_owned(),
+        })
     }
 
     fn per_sample_sq_norms(
@@ -139,7 +167,13 @@ impl ParamLayer for Linear {
         input: ArrayView2<'_, f32>,
         grad_out: ArrayView2<'_, f32>,
     ) -> Result<Array1<f64>> {
-        check_pair("Linear::per_sample_sq_norms", &input, self.in_dim(), &grad_out, self.out_dim())?;
+        check_pair(
+            "Linear::per_sample_sq_norms",
+            &input,
+            self.in_dim(),
+            &grad_out,
+            self.out_dim(),
+        )?;
         // ‖δ aᵀ‖²_F = ‖δ‖²‖a‖², so no outer product is formed.
         let norms: Vec<f64> = input
             .axis_iter(Axis(0))

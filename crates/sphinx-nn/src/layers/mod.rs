@@ -49,12 +49,20 @@ pub struct Shape {
 impl Shape {
     /// An image shape.
     pub const fn image(channels: usize, height: usize, width: usize) -> Self {
-        Self { channels, height, width }
+        Self {
+            channels,
+            height,
+            width,
+        }
     }
 
     /// A flat vector of `n` features.
     pub const fn flat(n: usize) -> Self {
-        Self { channels: n, height: 1, width: 1 }
+        Self {
+            channels: n,
+            height: 1,
+            width: 1,
+        }
     }
 
     /// Number of scalars per sample.
@@ -92,7 +100,10 @@ pub struct ParamGrads {
 impl ParamGrads {
     /// All-zero gradients for a layer.
     pub fn zeros_like(layer: &dyn ParamLayer) -> Self {
-        Self { weight: Array2::zeros(layer.weight().raw_dim()), bias: Array1::zeros(layer.bias().len()) }
+        Self {
+            weight: Array2::zeros(layer.weight().raw_dim()),
+            bias: Array1::zeros(layer.bias().len()),
+        }
     }
 
     /// Squared L2 norm of weight and bias gradients together.
@@ -149,7 +160,11 @@ pub trait ParamLayer: Send + Sync {
     /// Gradient with respect to the input, `Wᵀ·δ`, for every sample.
     fn backward_input(&self, grad_out: ArrayView2<'_, f32>) -> Result<Array2<f32>>;
     /// Gradients of `W` and `b` summed over the batch.
-    fn grads(&self, input: ArrayView2<'_, f32>, grad_out: ArrayView2<'_, f32>) -> Result<ParamGrads>;
+    fn grads(
+        &self,
+        input: ArrayView2<'_, f32>,
+        grad_out: ArrayView2<'_, f32>,
+    ) -> Result<ParamGrads>;
     /// Gradients of `W` and `b` for every sample separately.
     fn per_sample_grads(
         &self,
@@ -174,7 +189,11 @@ pub trait Nonlinear: Send + Sync {
     /// `a = f(z)` for every sample.
     fn forward(&self, input: ArrayView2<'_, f32>) -> Result<Array2<f32>>;
     /// Gradient with respect to the input given the input `z` and the output gradient.
-    fn backward(&self, input: ArrayView2<'_, f32>, grad_out: ArrayView2<'_, f32>) -> Result<Array2<f32>>;
+    fn backward(
+        &self,
+        input: ArrayView2<'_, f32>,
+        grad_out: ArrayView2<'_, f32>,
+    ) -> Result<Array2<f32>>;
 }
 
 /// Serializable description of one layer (the architecture JSON lists these).
@@ -228,7 +247,13 @@ impl LayerSpec {
     /// [`NnError::Architecture`] if the layer cannot take that input.
     pub fn output_shape(&self, input: Shape) -> Result<Shape> {
         match *self {
-            Self::Conv2d { in_channels, out_channels, kernel, stride, padding } => {
+            Self::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+            } => {
                 if in_channels != input.channels {
                     return Err(NnError::Architecture(format!(
                         "conv2d expects {in_channels} input channels, got shape {input}"
@@ -236,18 +261,25 @@ impl LayerSpec {
                 }
                 let (h, w) = conv_out(input, kernel, stride, padding, "conv2d")?;
                 if out_channels == 0 {
-                    return Err(NnError::Architecture("conv2d with 0 output channels".into()));
+                    return Err(NnError::Architecture(
+                        "conv2d with 0 output channels".into(),
+                    ));
                 }
                 Ok(Shape::image(out_channels, h, w))
             }
-            Self::Linear { in_features, out_features } => {
+            Self::Linear {
+                in_features,
+                out_features,
+            } => {
                 if !input.is_flat() || input.len() != in_features {
                     return Err(NnError::Architecture(format!(
                         "linear expects a flat input of {in_features} features, got shape {input}"
                     )));
                 }
                 if out_features == 0 {
-                    return Err(NnError::Architecture("linear with 0 output features".into()));
+                    return Err(NnError::Architecture(
+                        "linear with 0 output features".into(),
+                    ));
                 }
                 Ok(Shape::flat(out_features))
             }
@@ -261,9 +293,17 @@ impl LayerSpec {
     }
 }
 
-fn conv_out(input: Shape, kernel: usize, stride: usize, padding: usize, what: &str) -> Result<(usize, usize)> {
+fn conv_out(
+    input: Shape,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    what: &str,
+) -> Result<(usize, usize)> {
     if kernel == 0 || stride == 0 {
-        return Err(NnError::Architecture(format!("{what}: kernel and stride must be positive")));
+        return Err(NnError::Architecture(format!(
+            "{what}: kernel and stride must be positive"
+        )));
     }
     let (h, w) = (input.height + 2 * padding, input.width + 2 * padding);
     if kernel > h || kernel > w || input.channels == 0 {
@@ -299,13 +339,22 @@ impl Layer {
     pub fn from_spec(spec: &LayerSpec, input: Shape) -> Result<Self> {
         let out = spec.output_shape(input)?;
         Ok(match *spec {
-            LayerSpec::Conv2d { out_channels, kernel, stride, padding, .. } => {
-                Self::Conv2d(Conv2d::new(input, out_channels, kernel, stride, padding)?)
-            }
-            LayerSpec::Linear { in_features, out_features } => Self::Linear(Linear::new(in_features, out_features)?),
+            LayerSpec::Conv2d {
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                ..
+            } => Self::Conv2d(Conv2d::new(input, out_channels, kernel, stride, padding)?),
+            LayerSpec::Linear {
+                in_features,
+                out_features,
+            } => Self::Linear(Linear::new(in_features, out_features)?),
             LayerSpec::Relu => Self::Relu(Relu::new(input.len())),
             LayerSpec::Square => Self::Square(Square::new(input.len())),
-            LayerSpec::AvgPool2d { kernel, stride } => Self::AvgPool2d(AvgPool2d::new(input, kernel, stride)?),
+            LayerSpec::AvgPool2d { kernel, stride } => {
+                Self::AvgPool2d(AvgPool2d::new(input, kernel, stride)?)
+            }
             LayerSpec::Flatten => Self::Flatten(Flatten::new(out.len())),
         })
     }
@@ -320,10 +369,16 @@ impl Layer {
                 stride: c.stride(),
                 padding: c.padding(),
             },
-            Self::Linear(l) => LayerSpec::Linear { in_features: l.in_dim(), out_features: l.out_dim() },
+            Self::Linear(l) => LayerSpec::Linear {
+                in_features: l.in_dim(),
+                out_features: l.out_dim(),
+            },
             Self::Relu(_) => LayerSpec::Relu,
             Self::Square(_) => LayerSpec::Square,
-            Self::AvgPool2d(p) => LayerSpec::AvgPool2d { kernel: p.kernel(), stride: p.stride() },
+            Self::AvgPool2d(p) => LayerSpec::AvgPool2d {
+                kernel: p.kernel(),
+                stride: p.stride(),
+            },
             Self::Flatten(_) => LayerSpec::Flatten,
         }
     }
@@ -383,14 +438,20 @@ impl Layer {
         match (self.as_param(), self.as_nonlinear()) {
             (Some(p), _) => p.forward(input),
             (_, Some(n)) => n.forward(input),
-            _ => Err(NnError::Architecture("layer is neither linear nor nonlinear".into())),
+            _ => Err(NnError::Architecture(
+                "layer is neither linear nor nonlinear".into(),
+            )),
         }
     }
 }
 
 pub(crate) fn check_cols(context: &'static str, x: &ArrayView2<'_, f32>, dim: usize) -> Result<()> {
     if x.ncols() != dim {
-        return Err(shape_err(context, format!("(B, {dim})"), format!("{:?}", x.shape())));
+        return Err(shape_err(
+            context,
+            format!("(B, {dim})"),
+            format!("{:?}", x.shape()),
+        ));
     }
     Ok(())
 }

@@ -24,7 +24,12 @@ impl AvgPool2d {
     /// [`crate::NnError::Architecture`] if the window does not fit or is empty.
     pub fn new(input: Shape, kernel: usize, stride: usize) -> Result<Self> {
         let output = super::LayerSpec::AvgPool2d { kernel, stride }.output_shape(input)?;
-        Ok(Self { input, output, kernel, stride })
+        Ok(Self {
+            input,
+            output,
+            kernel,
+            stride,
+        })
     }
 
     /// Window side.
@@ -49,7 +54,11 @@ impl AvgPool2d {
 
     /// Calls `f(input_index, output_index)` for every (input, output) pair of every window.
     fn for_each_tap(&self, mut f: impl FnMut(usize, usize)) {
-        let Shape { channels, height: h, width: w } = self.input;
+        let Shape {
+            channels,
+            height: h,
+            width: w,
+        } = self.input;
         let (oh, ow) = (self.output.height, self.output.width);
         for c in 0..channels {
             for oy in 0..oh {
@@ -80,20 +89,34 @@ impl Nonlinear for AvgPool2d {
         check_cols("AvgPool2d::forward", &input, self.in_dim())?;
         let scale = 1.0 / (self.kernel * self.kernel) as f32;
         let mut out = Array2::zeros((input.nrows(), self.out_dim()));
-        Zip::from(out.axis_iter_mut(Axis(0))).and(input.axis_iter(Axis(0))).par_for_each(|mut o, x| {
-            self.for_each_tap(|i, j| o[j] += x[i]);
-            o *= scale;
-        });
+        Zip::from(out.axis_iter_mut(Axis(0)))
+            .and(input.axis_iter(Axis(0)))
+            .par_for_each(|mut o, x| {
+                self.for_each_tap(|i, j| o[j] += x[i]);
+                o *= scale;
+            });
         Ok(out)
     }
 
-    fn backward(&self, input: ArrayView2<'_, f32>, grad_out: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
-        check_pair("AvgPool2d::backward", &input, self.in_dim(), &grad_out, self.out_dim())?;
+    fn backward(
+        &self,
+        input: ArrayView2<'_, f32>,
+        grad_out: ArrayView2<'_, f32>,
+    ) -> Result<Array2<f32>> {
+        check_pair(
+            "AvgPool2d::backward",
+            &input,
+            self.in_dim(),
+            &grad_out,
+            self.out_dim(),
+        )?;
         let scale = 1.0 / (self.kernel * self.kernel) as f32;
         let mut dx = Array2::zeros((grad_out.nrows(), self.in_dim()));
-        Zip::from(dx.axis_iter_mut(Axis(0))).and(grad_out.axis_iter(Axis(0))).par_for_each(|mut d, g| {
-            self.for_each_tap(|i, j| d[i] += g[j] * scale);
-        });
+        Zip::from(dx.axis_iter_mut(Axis(0)))
+            .and(grad_out.axis_iter(Axis(0)))
+            .par_for_each(|mut d, g| {
+                self.for_each_tap(|i, j| d[i] += g[j] * scale);
+            });
         Ok(dx)
     }
 }
