@@ -38,17 +38,26 @@
 //! # Ok::<(), sphinx_dp::DpError>(())
 //! ```
 
+pub mod accountant;
 pub mod aggregate;
+pub mod calibrate;
 pub mod clip;
 pub mod error;
+pub mod ledger;
 pub mod noise;
 pub mod params;
+pub mod rdp;
 pub mod rng;
 pub mod sampler;
 
+pub use accountant::{
+    DpEvent, EpsilonReport, Mechanism, RdpAccountant, Sampler, StepRecord, epsilon_for,
+};
 pub use aggregate::{DpSgdAggregator, DpSgdConfig, DpStep, DpStepOutput};
+pub use calibrate::{Calibration, calibrate_noise};
 pub use clip::{ClipInfo, clip_factor, clip_in_place, l2_norm};
 pub use error::{DpError, Result};
+pub use ledger::BudgetLedger;
 pub use noise::{DiscreteGaussian, LatticeGaussian};
 pub use params::{ClipNorm, Delta, Epsilon, NoiseMultiplier, PrivacyBudget, SampleRate};
 pub use rng::{DpRng, os_rng, seeded_rng};
