@@ -10,6 +10,7 @@ use crate::model::{Gradients, Model};
 pub struct Sgd {
     lr: f32,
     momentum: f32,
+    weight_decay: f32,
     velocity: Option<Vec<(Array2<f32>, Array1<f32>)>>,
 }
 
@@ -34,8 +35,25 @@ impl Sgd {
         Ok(Self {
             lr,
             momentum,
+            weight_decay: 0.0,
             velocity: None,
         })
+    }
+
+    /// Adds L2 weight decay `λ·W` to the gradient of every weight matrix (biases are
+    /// not decayed).
+    ///
+    /// # Errors
+    /// [`NnError::Hyperparameter`] if `lambda` is negative or not finite.
+    pub fn with_weight_decay(mut self, lambda: f32) -> Result<Self> {
+        if !(lambda.is_finite() && lambda >= 0.0) {
+            return Err(NnError::Hyperparameter {
+                name: "weight decay",
+                reason: format!("{lambda} is not ≥ 0"),
+            });
+        }
+        self.weight_decay = lambda;
+        Ok(self)
     }
 
     /// Learning rate.
@@ -76,7 +94,7 @@ impl Sgd {
                 ));
             }
         }
-        let lr = self.lr;
+        let (lr, wd) = (self.lr, self.weight_decay);
         if self.momentum == 0.0 {
             for (layer, g) in model
                 .layers_mut()
@@ -84,6 +102,10 @@ impl Sgd {
                 .filter_map(|l| l.as_param_mut())
                 .zip(&grads.layers)
             {
+                if wd > 0.0 {
+                    let decay = layer.weight().to_owned();
+                    layer.weight_mut().scaled_add(-lr * wd, &decay);
+                }
                 layer.weight_mut().scaled_add(-lr, &g.weight);
                 layer.bias_mut().scaled_add(-lr, &g.bias);
             }
@@ -110,6 +132,9 @@ impl Sgd {
             .zip(velocity.iter_mut())
         {
             vw.zip_mut_with(&g.weight, |v, &gi| *v = mu * *v + gi);
+            if wd > 0.0 {
+                vw.scaled_add(wd, layer.weight());
+            }
             vb.zip_mut_with(&g.bias, |v, &gi| *v = mu * *v + gi);
             layer.weight_mut().scaled_add(-lr, vw);
             layer.bias_mut().scaled_add(-lr, vb);

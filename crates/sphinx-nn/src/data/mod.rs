@@ -342,3 +342,50 @@ impl FromStr for DataSource {
         })
     }
 }
+
+/// Data augmentation: translates each image of the batch `images` `(B, C·H·W)` by an
+/// independent random offset in `[-max_shift, max_shift]²` pixels, filling with zeros
+/// (the background of MNIST-style images).
+///
+/// # Errors
+/// [`NnError::Shape`] if the rows do not hold `shape.len()` values.
+pub fn random_shift<R: rand::Rng + ?Sized>(
+    images: &mut Array2<f32>,
+    shape: Shape,
+    max_shift: usize,
+    rng: &mut R,
+) -> Result<()> {
+    if images.ncols() != shape.len() {
+        return Err(crate::error::shape_err(
+            "random_shift",
+            shape.len(),
+            images.ncols(),
+        ));
+    }
+    if max_shift == 0 {
+        return Ok(());
+    }
+    let m = max_shift as i64;
+    let (h, w) = (shape.height as i64, shape.width as i64);
+    for mut row in images.axis_iter_mut(Axis(0)) {
+        let (dy, dx) = (rng.random_range(-m..=m), rng.random_range(-m..=m));
+        if dy == 0 && dx == 0 {
+            continue;
+        }
+        let src = row.to_owned();
+        for c in 0..shape.channels as i64 {
+            for y in 0..h {
+                for x in 0..w {
+                    let (sy, sx) = (y - dy, x - dx);
+                    let v = if (0..h).contains(&sy) && (0..w).contains(&sx) {
+                        src[((c * h + sy) * w + sx) as usize]
+                    } else {
+                        0.0
+                    };
+                    row[((c * h + y) * w + x) as usize] = v;
+                }
+            }
+        }
+    }
+    Ok(())
+}
