@@ -115,7 +115,7 @@ pub fn per_sample_flat_grads(
 
 /// Samples per chunk of materialized per-sample gradients in [`dp_sgd_step`]: bounds
 /// memory to `CHUNK × num_params` floats.
-const CHUNK: usize = 256;
+const CHUNK: usize = 64;
 
 /// One DP-SGD step (Abadi et al. 2016; DESIGN.md §3.1 semantics, in plaintext): draws a
 /// Poisson batch with the aggregator's sampler, computes every sample's gradient of all
