@@ -146,16 +146,22 @@ pub fn dp_sgd_step(
     let output = if batch.is_empty() {
         agg.begin_step().finish()
     } else {
-        let (x, y) = data.batch(&batch)?;
-        let trace = model.forward_trace(x.view())?;
-        let loss = softmax_cross_entropy(trace.logits()?, &y)?;
-        (loss_sum, correct) = (loss.loss_sum, loss.correct);
-        let deltas = model.backward(&trace, loss.grad.view())?;
         let clip = agg.config().clip_norm.get();
-        let mut step = agg.begin_step();
-        for start in (0..batch.len()).step_by(CHUNK) {
-            let rows = start..(start + CHUNK).min(batch.len());
-            let flat = per_sample_flat_grads(model, &trace, &deltas, rows)?;
+        let model_ref: &Model = model;
+        // Per-sample gradients do not interact, so the batch is processed in
+        // micro-batches (bounded memory, allocations small enough to be reused), and the
+        // aggregator's sequential clipping of one micro-batch overlaps with computing the
+        // gradients of the next.
+        let compute = |idx: &[usize]| -> Result<(Array2<f32>, f64, usize)> {
+            let (x, y) = data.batch(idx)?;
+            let trace = model_ref.forward_trace(x.view())?;
+            let loss = softmax_cross_entropy(trace.logits()?, &y)?;
+            let deltas = model_ref.backward(&trace, loss.grad.view())?;
+            let flat = per_sample_flat_grads(model_ref, &trace, &deltas, 0..idx.len())?;
+            Ok((flat, loss.loss_sum, loss.correct))
+        };
+        let add = |step: &mut sphinx_dp::DpStep<'_>, flat: &Array2<f32>| -> Result<usize> {
+            let mut clipped = 0;
             for row in flat.axis_iter(Axis(0)) {
                 let row = row
                     .as_slice()
@@ -163,6 +169,22 @@ pub fn dp_sgd_step(
                 let info = step.add(row).map_err(|e| NnError::Dp(e.to_string()))?;
                 clipped += usize::from(info.norm > clip);
             }
+            Ok(clipped)
+        };
+        let mut step = agg.begin_step();
+        let mut pending: Option<Array2<f32>> = None;
+        for idx in batch.chunks(CHUNK) {
+            let (next, added) = rayon::join(
+                || compute(idx),
+                || pending.as_ref().map_or(Ok(0), |flat| add(&mut step, flat)),
+            );
+            clipped += added?;
+            let (flat, l, c) = next?;
+            (loss_sum, correct) = (loss_sum + l, correct + c);
+            pending = Some(flat);
+        }
+        if let Some(flat) = &pending {
+            clipped += add(&mut step, flat)?;
         }
         step.finish()
     };
