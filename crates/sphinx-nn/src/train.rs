@@ -3,7 +3,6 @@
 use ndarray::{Array2, ArrayView2, Axis, s};
 use rand::Rng;
 use rand::seq::SliceRandom;
-use rayon::prelude::*;
 use sphinx_dp::DpSgdAggregator;
 
 use crate::data::Dataset;
@@ -87,27 +86,12 @@ pub fn per_sample_flat_grads(
         ) else {
             return Err(shape_err("per_sample_flat_grads", "a parameter layer", i));
         };
-        let g = layer.per_sample_grads(
+        let (wlen, blen) = (layer.weight().len(), layer.bias().len());
+        layer.per_sample_grads_into(
             input.slice(s![rows.clone(), ..]),
             d.slice(s![rows.clone(), ..]),
+            flat.slice_mut(s![.., offset..offset + wlen + blen]),
         )?;
-        let (wlen, blen) = (layer.weight().len(), layer.bias().len());
-        flat.axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .zip(
-                g.weight
-                    .axis_iter(Axis(0))
-                    .into_par_iter()
-                    .zip(g.bias.axis_iter(Axis(0))),
-            )
-            .for_each(|(mut row, (w, b))| {
-                row.slice_mut(s![offset..offset + wlen])
-                    .iter_mut()
-                    .zip(w.iter())
-                    .for_each(|(d, &v)| *d = v);
-                row.slice_mut(s![offset + wlen..offset + wlen + blen])
-                    .assign(&b);
-            });
         offset += wlen + blen;
     }
     Ok(flat)
