@@ -3,7 +3,6 @@
 use ndarray::{Array2, ArrayView2, Axis, s};
 use rand::Rng;
 use rand::seq::SliceRandom;
-use rayon::prelude::*;
 use sphinx_dp::DpSgdAggregator;
 
 use crate::data::Dataset;
@@ -87,27 +86,12 @@ pub fn per_sample_flat_grads(
         ) else {
             return Err(shape_err("per_sample_flat_grads", "a parameter layer", i));
         };
-        let g = layer.per_sample_grads(
+        let (wlen, blen) = (layer.weight().len(), layer.bias().len());
+        layer.per_sample_grads_into(
             input.slice(s![rows.clone(), ..]),
             d.slice(s![rows.clone(), ..]),
+            flat.slice_mut(s![.., offset..offset + wlen + blen]),
         )?;
-        let (wlen, blen) = (layer.weight().len(), layer.bias().len());
-        flat.axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .zip(
-                g.weight
-                    .axis_iter(Axis(0))
-                    .into_par_iter()
-                    .zip(g.bias.axis_iter(Axis(0))),
-            )
-            .for_each(|(mut row, (w, b))| {
-                row.slice_mut(s![offset..offset + wlen])
-                    .iter_mut()
-                    .zip(w.iter())
-                    .for_each(|(d, &v)| *d = v);
-                row.slice_mut(s![offset + wlen..offset + wlen + blen])
-                    .assign(&b);
-            });
         offset += wlen + blen;
     }
     Ok(flat)
@@ -115,7 +99,7 @@ pub fn per_sample_flat_grads(
 
 /// Samples per chunk of materialized per-sample gradients in [`dp_sgd_step`]: bounds
 /// memory to `CHUNK × num_params` floats.
-const CHUNK: usize = 256;
+const CHUNK: usize = 64;
 
 /// One DP-SGD step (Abadi et al. 2016; DESIGN.md §3.1 semantics, in plaintext): draws a
 /// Poisson batch with the aggregator's sampler, computes every sample's gradient of all
@@ -146,16 +130,22 @@ pub fn dp_sgd_step(
     let output = if batch.is_empty() {
         agg.begin_step().finish()
     } else {
-        let (x, y) = data.batch(&batch)?;
-        let trace = model.forward_trace(x.view())?;
-        let loss = softmax_cross_entropy(trace.logits()?, &y)?;
-        (loss_sum, correct) = (loss.loss_sum, loss.correct);
-        let deltas = model.backward(&trace, loss.grad.view())?;
         let clip = agg.config().clip_norm.get();
-        let mut step = agg.begin_step();
-        for start in (0..batch.len()).step_by(CHUNK) {
-            let rows = start..(start + CHUNK).min(batch.len());
-            let flat = per_sample_flat_grads(model, &trace, &deltas, rows)?;
+        let model_ref: &Model = model;
+        // Per-sample gradients do not interact, so the batch is processed in
+        // micro-batches (bounded memory, allocations small enough to be reused), and the
+        // aggregator's sequential clipping of one micro-batch overlaps with computing the
+        // gradients of the next.
+        let compute = |idx: &[usize]| -> Result<(Array2<f32>, f64, usize)> {
+            let (x, y) = data.batch(idx)?;
+            let trace = model_ref.forward_trace(x.view())?;
+            let loss = softmax_cross_entropy(trace.logits()?, &y)?;
+            let deltas = model_ref.backward(&trace, loss.grad.view())?;
+            let flat = per_sample_flat_grads(model_ref, &trace, &deltas, 0..idx.len())?;
+            Ok((flat, loss.loss_sum, loss.correct))
+        };
+        let add = |step: &mut sphinx_dp::DpStep<'_>, flat: &Array2<f32>| -> Result<usize> {
+            let mut clipped = 0;
             for row in flat.axis_iter(Axis(0)) {
                 let row = row
                     .as_slice()
@@ -163,6 +153,22 @@ pub fn dp_sgd_step(
                 let info = step.add(row).map_err(|e| NnError::Dp(e.to_string()))?;
                 clipped += usize::from(info.norm > clip);
             }
+            Ok(clipped)
+        };
+        let mut step = agg.begin_step();
+        let mut pending: Option<Array2<f32>> = None;
+        for idx in batch.chunks(CHUNK) {
+            let (next, added) = rayon::join(
+                || compute(idx),
+                || pending.as_ref().map_or(Ok(0), |flat| add(&mut step, flat)),
+            );
+            clipped += added?;
+            let (flat, l, c) = next?;
+            (loss_sum, correct) = (loss_sum + l, correct + c);
+            pending = Some(flat);
+        }
+        if let Some(flat) = &pending {
+            clipped += add(&mut step, flat)?;
         }
         step.finish()
     };

@@ -436,6 +436,63 @@ impl ParamLayer for Conv2d {
         })
     }
 
+    fn per_sample_grads_into(
+        &self,
+        input: ArrayView2<'_, f32>,
+        grad_out: ArrayView2<'_, f32>,
+        mut out: ArrayViewMut2<'_, f32>,
+    ) -> Result<()> {
+        check_pair(
+            "Conv2d::per_sample_grads_into",
+            &input,
+            self.in_dim(),
+            &grad_out,
+            self.out_dim(),
+        )?;
+        let (kk, l, co) = (self.patch_len(), self.positions(), self.out_channels());
+        let wlen = co * kk;
+        if out.dim() != (input.nrows(), wlen + co) {
+            return Err(shape_err(
+                "Conv2d::per_sample_grads_into",
+                "(B, params)",
+                format!("{:?}", out.dim()),
+            ));
+        }
+        let (x, g) = (input.as_standard_layout(), grad_out.as_standard_layout());
+        out.axis_iter_mut(ndarray::Axis(0))
+            .into_par_iter()
+            .zip(x.axis_iter(ndarray::Axis(0)))
+            .zip(g.axis_iter(ndarray::Axis(0)))
+            .try_for_each_init(
+                || vec![0.0f32; kk * l],
+                |cols, ((mut row, xi), gi)| {
+                    let xs = xi
+                        .as_slice()
+                        .ok_or_else(|| shape_err("Conv2d", "contiguous input", "strided"))?;
+                    let gs = gi
+                        .as_slice()
+                        .ok_or_else(|| shape_err("Conv2d", "contiguous gradient", "strided"))?;
+                    self.im2col_into(xs, cols);
+                    let gv = self.view(co, l, gs)?;
+                    let dst = row
+                        .as_slice_mut()
+                        .ok_or_else(|| shape_err("Conv2d", "contiguous output row", "strided"))?;
+                    let (w, b) = dst.split_at_mut(wlen);
+                    general_mat_mul(
+                        1.0,
+                        &gv,
+                        &self.view(kk, l, cols)?.t(),
+                        0.0,
+                        &mut self.view_mut(co, kk, w)?,
+                    );
+                    for (bj, grow) in b.iter_mut().zip(gv.rows()) {
+                        *bj = grow.sum();
+                    }
+                    Ok::<_, NnError>(())
+                },
+            )
+    }
+
     fn per_sample_sq_norms(
         &self,
         input: ArrayView2<'_, f32>,

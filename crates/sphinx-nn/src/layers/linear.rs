@@ -1,7 +1,7 @@
 //! Fully connected layer `z = W·a + b`.
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array1, Array2, Array3, ArrayView2, Axis};
+use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 use super::{ParamGrads, ParamLayer, PerSampleGrads, check_cols, check_pair, chunk_rows};
@@ -160,6 +160,41 @@ impl ParamLayer for Linear {
             weight,
             bias: grad_out.to_owned(),
         })
+    }
+
+    fn per_sample_grads_into(
+        &self,
+        input: ArrayView2<'_, f32>,
+        grad_out: ArrayView2<'_, f32>,
+        mut out: ArrayViewMut2<'_, f32>,
+    ) -> Result<()> {
+        check_pair(
+            "Linear::per_sample_grads_into",
+            &input,
+            self.in_dim(),
+            &grad_out,
+            self.out_dim(),
+        )?;
+        let (n_in, wlen) = (self.in_dim(), self.weight.len());
+        if out.dim() != (input.nrows(), wlen + self.bias.len()) {
+            return Err(shape_err(
+                "Linear::per_sample_grads_into",
+                "(B, params)",
+                format!("{:?}", out.dim()),
+            ));
+        }
+        out.axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .zip(input.axis_iter(Axis(0)))
+            .zip(grad_out.axis_iter(Axis(0)))
+            .for_each(|((mut row, x), g)| {
+                for (j, &gj) in g.iter().enumerate() {
+                    let mut dst = row.slice_mut(ndarray::s![j * n_in..(j + 1) * n_in]);
+                    dst.zip_mut_with(&x, |d, &xi| *d = gj * xi);
+                }
+                row.slice_mut(ndarray::s![wlen..]).assign(&g);
+            });
+        Ok(())
     }
 
     fn per_sample_sq_norms(

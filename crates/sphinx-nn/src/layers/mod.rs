@@ -24,7 +24,7 @@ mod conv;
 mod linear;
 mod pool;
 
-use ndarray::{Array1, Array2, Array3, ArrayView2, Axis};
+use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayViewMut2, Axis};
 use serde::{Deserialize, Serialize};
 
 pub use activation::{Flatten, Relu, Square};
@@ -171,6 +171,18 @@ pub trait ParamLayer: Send + Sync {
         input: ArrayView2<'_, f32>,
         grad_out: ArrayView2<'_, f32>,
     ) -> Result<PerSampleGrads>;
+    /// Writes each sample's gradient into the matching row of `out`
+    /// `(B, weight.len() + bias.len())`: `W` row-major, then `b` (the layout of
+    /// [`crate::model::Gradients::to_flat`]), without intermediate arrays.
+    ///
+    /// # Errors
+    /// [`NnError::Shape`] if the arrays do not fit the layer.
+    fn per_sample_grads_into(
+        &self,
+        input: ArrayView2<'_, f32>,
+        grad_out: ArrayView2<'_, f32>,
+        out: ArrayViewMut2<'_, f32>,
+    ) -> Result<()>;
     /// Squared L2 norm of each sample's gradient (`W` and `b` together), without
     /// materializing all per-sample gradients at once.
     fn per_sample_sq_norms(
