@@ -287,7 +287,10 @@ fn mismatches_are_errors_not_panics() {
         c.pk.encrypt(&pt, &mut rng),
         Err(HeError::ParamMismatch { .. })
     ));
-    assert!(matches!(other_eval.negate(&cx), Err(HeError::ParamMismatch { .. })));
+    assert!(matches!(
+        other_eval.negate(&cx),
+        Err(HeError::ParamMismatch { .. })
+    ));
     assert!(matches!(
         c.enc.encode(&vec![0.0; 5000], 1e12, 2),
         Err(HeError::TooManyValues { .. })
