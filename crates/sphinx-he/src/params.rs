@@ -312,6 +312,14 @@ pub(crate) struct CrtLevel {
     pub(crate) q_hat: Vec<Vec<u64>>,
     /// `(Q_l / q_i)^{-1} mod q_i` and Shoup companions.
     pub(crate) q_hat_inv: Vec<(u64, u64)>,
+    /// `Q_l / q_i mod 2^128`, for the fast path of decoding.
+    pub(crate) q_hat_wrapped: Vec<u128>,
+    /// `Q_l mod 2^128`.
+    pub(crate) q_wrapped: u128,
+    /// `1 / q_i`.
+    pub(crate) inv_q: Vec<f64>,
+    /// `log2 Q_l`.
+    pub(crate) log2_q: f64,
 }
 
 /// Validated, immutable parameters; share them with `Arc<Parameters>`.
@@ -643,11 +651,22 @@ fn crt_level(moduli: &[Modulus]) -> Result<CrtLevel> {
         q_hat.push(hat);
         q_hat_inv.push((inv, mi.shoup(inv)));
     }
+    let wrap = |w: &[u64]| {
+        w.first().copied().unwrap_or(0) as u128 | (w.get(1).copied().unwrap_or(0) as u128) << 64
+    };
+    let q_hat_wrapped = q_hat.iter().map(|h| wrap(h)).collect();
+    let q_wrapped = wrap(&q);
+    let inv_q = moduli.iter().map(|m| 1.0 / m.value() as f64).collect();
+    let log2_q = moduli.iter().map(|m| (m.value() as f64).log2()).sum();
     Ok(CrtLevel {
         q,
         q_half,
         q_hat,
         q_hat_inv,
+        q_hat_wrapped,
+        q_wrapped,
+        inv_q,
+        log2_q,
     })
 }
 

@@ -126,36 +126,54 @@ impl Encoder {
             return coeffs.limb(0).iter().map(|&x| m.center(x) as f64).collect();
         }
         let crt = &self.params.crt[level];
-        let words = crt.q.len() + 1;
-        let mut acc = vec![0u64; words];
         let mut out = Vec::with_capacity(n);
+        let mut ys = vec![0u64; moduli.len()];
         for c in 0..n {
-            acc.iter_mut().for_each(|w| *w = 0);
+            // x = Σ y_i (Q/q_i) - v Q with v = round(Σ y_i / q_i) is the centered value; compute
+            // it modulo 2^128, exact whenever |x| < 2^126 (always, for meaningful messages).
+            let mut frac = 0.0f64;
+            let mut x = 0u128;
             for (i, m) in moduli.iter().enumerate() {
                 let (inv, inv_shoup) = crt.q_hat_inv[i];
                 let y = m.mul_shoup(coeffs.limb(i)[c], inv, inv_shoup);
-                let mut carry = 0u128;
-                for (k, a) in acc.iter_mut().enumerate() {
-                    let h = crt.q_hat[i].get(k).copied().unwrap_or(0) as u128;
-                    let t = *a as u128 + h * y as u128 + carry;
-                    *a = t as u64;
-                    carry = t >> 64;
-                }
+                ys[i] = y;
+                frac += y as f64 * crt.inv_q[i];
+                x = x.wrapping_add((y as u128).wrapping_mul(crt.q_hat_wrapped[i]));
             }
-            while !less_than(&acc, &crt.q) {
-                sub_in_place(&mut acc, &crt.q);
-            }
-            let value = if less_than(&crt.q_half, &acc) {
-                let mut neg = crt.q.clone();
-                neg.push(0);
-                sub_in_place(&mut neg, &acc);
-                -to_f64(&neg)
+            let v = frac.round();
+            if (frac - v).abs().log2() + crt.log2_q < 125.0 {
+                x = x.wrapping_sub((v as u128).wrapping_mul(crt.q_wrapped));
+                out.push(x as i128 as f64);
             } else {
-                to_f64(&acc)
-            };
-            out.push(value);
+                out.push(crt_exact(crt, moduli, &ys));
+            }
         }
         out
+    }
+}
+
+/// Exact multi-word CRT of the values `y_i = [x_i (Q/q_i)^{-1}]_{q_i}`, centered, as `f64`.
+fn crt_exact(crt: &crate::params::CrtLevel, moduli: &[sphinx_math::Modulus], ys: &[u64]) -> f64 {
+    let mut acc = vec![0u64; crt.q.len() + 1];
+    for (i, &y) in ys.iter().enumerate().take(moduli.len()) {
+        let mut carry = 0u128;
+        for (k, a) in acc.iter_mut().enumerate() {
+            let h = crt.q_hat[i].get(k).copied().unwrap_or(0) as u128;
+            let t = *a as u128 + h * y as u128 + carry;
+            *a = t as u64;
+            carry = t >> 64;
+        }
+    }
+    while !less_than(&acc, &crt.q) {
+        sub_in_place(&mut acc, &crt.q);
+    }
+    if less_than(&crt.q_half, &acc) {
+        let mut neg = crt.q.clone();
+        neg.push(0);
+        sub_in_place(&mut neg, &acc);
+        -to_f64(&neg)
+    } else {
+        to_f64(&acc)
     }
 }
 

@@ -204,18 +204,11 @@ impl Evaluator {
     /// [`HeError::ParamMismatch`], [`HeError::LevelMismatch`].
     pub fn mul_plain(&self, a: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
         let basis = self.check_pair(a, pt.param_id, pt.level)?;
-        let n = self.params.n();
-        let mut polys = Vec::with_capacity(a.size());
-        for p in &a.polys {
-            let mut out = Poly::<Ntt>::zero(basis);
-            for (i, m) in basis.moduli().iter().enumerate() {
-                let (x, y) = (p.limb(i), pt.poly.limb(i));
-                for ((o, &u), &v) in out.data_mut()[i * n..(i + 1) * n].iter_mut().zip(x).zip(y) {
-                    *o = m.mul(u, v);
-                }
-            }
-            polys.push(out);
-        }
+        let polys = a
+            .polys
+            .iter()
+            .map(|p| Poly::mul(p, &pt.poly, basis))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Ciphertext {
             polys,
             param_id: a.param_id,
@@ -339,30 +332,11 @@ impl Evaluator {
         let basis = self.check_pair(a, b.param_id, b.level)?;
         Self::require_size(a, "2", a.size() == 2)?;
         Self::require_size(b, "2", b.size() == 2)?;
-        let n = self.params.n();
-        let mut c0 = Poly::<Ntt>::zero(basis);
-        let mut c1 = Poly::<Ntt>::zero(basis);
-        let mut c2 = Poly::<Ntt>::zero(basis);
-        for (i, m) in basis.moduli().iter().enumerate() {
-            let (a0, a1, b0, b1) = (
-                a.polys[0].limb(i),
-                a.polys[1].limb(i),
-                b.polys[0].limb(i),
-                b.polys[1].limb(i),
-            );
-            let r = i * n..(i + 1) * n;
-            let (o0, o1, o2) = (
-                &mut c0.data_mut()[r.clone()],
-                &mut c1.data_mut()[r.clone()],
-                &mut c2.data_mut()[r],
-            );
-            for k in 0..n {
-                let (x0, x1, y0, y1) = (a0[k] as u128, a1[k] as u128, b0[k] as u128, b1[k] as u128);
-                o0[k] = m.reduce_u128(x0 * y0);
-                o1[k] = m.reduce_u128(x0 * y1 + x1 * y0);
-                o2[k] = m.reduce_u128(x1 * y1);
-            }
-        }
+        let (a0, a1, b0, b1) = (&a.polys[0], &a.polys[1], &b.polys[0], &b.polys[1]);
+        let c0 = Poly::mul(a0, b0, basis)?;
+        let mut c1 = Poly::mul(a0, b1, basis)?;
+        c1.mul_add_assign(a1, b0, basis)?;
+        let c2 = Poly::mul(a1, b1, basis)?;
         Ok(Ciphertext {
             polys: vec![c0, c1, c2],
             param_id: a.param_id,

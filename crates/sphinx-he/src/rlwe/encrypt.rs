@@ -50,15 +50,11 @@ impl PublicKey {
         let u = small_ntt(basis, sampler::ternary(n, rng))?;
         let mut c0 = small_ntt(basis, sampler::gaussian(n, rng))?;
         let mut c1 = small_ntt(basis, sampler::gaussian(n, rng))?;
-        for (i, m) in basis.moduli().iter().enumerate() {
+        for (i, plan) in basis.plans().iter().enumerate() {
             let key_limb = if i < nl { i } else { nq_all + (i - nl) };
             let (ul, bl, al) = (u.limb(i), self.b.limb(key_limb), self.a.limb(key_limb));
-            for ((x, &b), &uu) in c0.limb_mut(i).iter_mut().zip(bl).zip(ul) {
-                *x = m.add(*x, m.mul(b, uu));
-            }
-            for ((x, &a), &uu) in c1.limb_mut(i).iter_mut().zip(al).zip(ul) {
-                *x = m.add(*x, m.mul(a, uu));
-            }
+            plan.mul_accumulate(c0.limb_mut(i), bl, ul);
+            plan.mul_accumulate(c1.limb_mut(i), al, ul);
         }
         if params.p_primes().is_empty() {
             return Ciphertext::from_parts(params, vec![c0, c1], level, scale);
@@ -108,10 +104,13 @@ impl SecretKey {
         let c1 = sampler::expand_seed(basis, &seed);
         let mut c0 = small_ntt(basis, sampler::gaussian(n, rng))?;
         let s = self.s_q(level);
-        for (i, m) in basis.moduli().iter().enumerate() {
+        let mut a_s = vec![0u64; n];
+        for (i, (m, plan)) in basis.moduli().iter().zip(basis.plans()).enumerate() {
             let (al, sl, ml) = (c1.limb(i), &s[i * n..(i + 1) * n], pt.poly.limb(i));
-            for (((x, &a), &sv), &mv) in c0.limb_mut(i).iter_mut().zip(al).zip(sl).zip(ml) {
-                *x = m.add(m.sub(*x, m.mul(a, sv)), mv);
+            a_s.fill(0);
+            plan.mul_accumulate(&mut a_s, al, sl);
+            for ((x, &t), &mv) in c0.limb_mut(i).iter_mut().zip(&a_s).zip(ml) {
+                *x = m.add(m.sub(*x, t), mv);
             }
         }
         let mut ct = Ciphertext::from_parts(params, vec![c0, c1], level, pt.scale)?;
@@ -137,19 +136,17 @@ impl SecretKey {
         }
         let s = self.s_q(level);
         let mut out: Poly<Ntt> = ct.polys[0].clone();
-        for (i, m) in basis.moduli().iter().enumerate() {
+        let mut tmp = vec![0u64; n];
+        for (i, plan) in basis.plans().iter().enumerate() {
             let sl = &s[i * n..(i + 1) * n];
             let c1 = ct.polys[1].limb(i);
-            let dst = out.limb_mut(i);
             if let Some(c2) = ct.polys.get(2) {
                 // c0 + (c1 + c2 s) s: one extra product instead of forming s².
-                for (((x, &a), &b), &sv) in dst.iter_mut().zip(c1).zip(c2.limb(i)).zip(sl) {
-                    *x = m.add(*x, m.mul(m.add(a, m.mul(b, sv)), sv));
-                }
+                tmp.copy_from_slice(c1);
+                plan.mul_accumulate(&mut tmp, c2.limb(i), sl);
+                plan.mul_accumulate(out.limb_mut(i), &tmp, sl);
             } else {
-                for ((x, &a), &sv) in dst.iter_mut().zip(c1).zip(sl) {
-                    *x = m.add(*x, m.mul(a, sv));
-                }
+                plan.mul_accumulate(out.limb_mut(i), c1, sl);
             }
         }
         Plaintext::from_poly(params, out, level, ct.scale)

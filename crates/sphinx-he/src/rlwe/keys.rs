@@ -18,7 +18,7 @@ use crate::rlwe::sampler;
 
 /// Samples a small polynomial (ternary or Gaussian) and returns it in NTT form over `basis`.
 pub(crate) fn small_ntt(basis: &RnsBasis, mut coeffs: Vec<i64>) -> Result<Poly<Ntt>> {
-    let p = Poly::<Coeff>::from_i64(basis, &coeffs)?.into_ntt(basis);
+    let p = Poly::<Coeff>::from_small_i64(basis, &coeffs).and_then(|p| p.into_ntt(basis));
     coeffs.zeroize();
     Ok(p?)
 }

@@ -20,6 +20,7 @@ struct Scratch {
     coeff: Vec<u64>,
     digits: Vec<u64>,
     ext: [Vec<u64>; 2],
+    acc: Vec<(u128, u128)>,
     conv: Vec<u64>,
     conv_tmp: Vec<u64>,
 }
@@ -85,11 +86,23 @@ pub(crate) fn key_switch_add(
                     plan_t.forward(dst);
                 }
             }
-            let kb: Vec<&[u64]> = key.b[..nl].iter().map(|p| p.limb(key_limb)).collect();
-            let ka: Vec<&[u64]> = key.a[..nl].iter().map(|p| p.limb(key_limb)).collect();
+            // Lazy accumulation: products < 2^120, at most 64 digits, so no overflow.
+            s.acc.clear();
+            s.acc.resize(n, (0, 0));
+            for j in 0..nl {
+                let dig = &s.digits[j * n..(j + 1) * n];
+                let (kb, ka) = (key.b[j].limb(key_limb), key.a[j].limb(key_limb));
+                for (((acc, &x), &b), &a) in s.acc.iter_mut().zip(dig).zip(kb).zip(ka) {
+                    acc.0 += x as u128 * b as u128;
+                    acc.1 += x as u128 * a as u128;
+                }
+            }
             let o0 = &mut ext0[t * n..(t + 1) * n];
             let o1 = &mut ext1[t * n..(t + 1) * n];
-            accumulate(&s.digits, &kb, &ka, o0, o1, n, &mt);
+            for ((x0, x1), acc) in o0.iter_mut().zip(o1.iter_mut()).zip(&s.acc) {
+                *x0 = mt.reduce_u128(acc.0);
+                *x1 = mt.reduce_u128(acc.1);
+            }
         }
         for (ext, out) in [(ext0, out0), (ext1, out1)] {
             mod_down_add(params, level, ext, out, &mut s.conv, &mut s.conv_tmp)?;
@@ -141,28 +154,4 @@ pub(crate) fn mod_down_add(
         }
     }
     Ok(())
-}
-
-#[inline]
-fn accumulate(
-    digits: &[u64],
-    kb: &[&[u64]],
-    ka: &[&[u64]],
-    o0: &mut [u64],
-    o1: &mut [u64],
-    n: usize,
-    m: &sphinx_math::Modulus,
-) {
-    let nl = kb.len();
-    for c in 0..n {
-        let mut acc0 = 0u128;
-        let mut acc1 = 0u128;
-        for j in 0..nl {
-            let x = digits[j * n + c] as u128;
-            acc0 += x * kb[j][c] as u128;
-            acc1 += x * ka[j][c] as u128;
-        }
-        o0[c] = m.reduce_u128(acc0);
-        o1[c] = m.reduce_u128(acc1);
-    }
 }
