@@ -339,3 +339,56 @@ fn batch_operations_run_in_parallel() {
         assert!((decrypt(c, ct)[0] - 2.0 * i as f64).abs() < 1e-5);
     }
 }
+
+#[test]
+fn several_special_primes_and_no_special_prime() {
+    let mut rng = ChaCha20Rng::seed_from_u64(10);
+    let params = ParametersLiteral::insecure_for_tests(12, &[55, 40, 40], &[45, 45], 40)
+        .build()
+        .unwrap();
+    let sk = SecretKey::generate(&params, &mut rng).unwrap();
+    let pk = PublicKey::new(&sk, &mut rng).unwrap();
+    let rlk = RelinearizationKey::new(&sk, &mut rng).unwrap();
+    let gk = GaloisKeys::new(&sk, &[3], false, &mut rng).unwrap();
+    let (enc, e) = (Encoder::new(&params), Evaluator::new(&params));
+    let x = random_values(&mut rng, params.slots());
+    let ct = pk
+        .encrypt(&enc.encode(&x, params.scale(), 2).unwrap(), &mut rng)
+        .unwrap();
+    let dec = |c: &Ciphertext| enc.decode(&sk.decrypt(c).unwrap()).unwrap();
+    assert!(precision(&x, &dec(&ct)) >= 20.0);
+    let sq: Vec<f64> = x.iter().map(|a| a * a).collect();
+    let r = e
+        .rescale(&e.multiply_relin(&ct, &ct, &rlk).unwrap())
+        .unwrap();
+    assert!(precision(&sq, &dec(&r)) >= 20.0);
+    let rot: Vec<f64> = (0..x.len()).map(|i| x[(i + 3) % x.len()]).collect();
+    assert!(precision(&rot, &dec(&e.rotate(&ct, 3, &gk).unwrap())) >= 20.0);
+
+    // Without special primes: encryption and the 3-part product work, key switching refuses.
+    let params = ParametersLiteral::insecure_for_tests(11, &[54], &[], 24)
+        .build()
+        .unwrap();
+    let sk = SecretKey::generate(&params, &mut rng).unwrap();
+    let pk = PublicKey::new(&sk, &mut rng).unwrap();
+    let (enc, e) = (Encoder::new(&params), Evaluator::new(&params));
+    let x = random_values(&mut rng, params.slots());
+    let ct = pk
+        .encrypt(&enc.encode(&x, params.scale(), 0).unwrap(), &mut rng)
+        .unwrap();
+    let out = enc
+        .decode(&sk.decrypt(&e.multiply(&ct, &ct).unwrap()).unwrap())
+        .unwrap();
+    assert!(
+        precision(&sq_of(&x), &out) >= 7.0,
+        "scale 2^48 within a 54-bit modulus"
+    );
+    assert!(matches!(
+        RelinearizationKey::new(&sk, &mut rng),
+        Err(HeError::NoSpecialPrimes)
+    ));
+}
+
+fn sq_of(x: &[f64]) -> Vec<f64> {
+    x.iter().map(|a| a * a).collect()
+}
