@@ -392,3 +392,38 @@ fn several_special_primes_and_no_special_prime() {
 fn sq_of(x: &[f64]) -> Vec<f64> {
     x.iter().map(|a| a * a).collect()
 }
+
+#[test]
+fn linear_combinations_match_plaintext() {
+    let c = ctx();
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let n = c.params.slots();
+    let xs: Vec<Vec<f64>> = (0..5).map(|_| random_values(&mut rng, n)).collect();
+    let cts: Vec<Ciphertext> = xs.iter().map(|x| encrypt(c, x, &mut rng)).collect();
+    let refs: Vec<&Ciphertext> = cts.iter().collect();
+    let w = [0.5, -1.25, 0.0, 2.0, 0.125];
+    let want: Vec<f64> = (0..n)
+        .map(|j| xs.iter().zip(&w).map(|(x, w)| w * x[j]).sum())
+        .collect();
+    let out = c
+        .eval
+        .rescale(&c.eval.linear_combination(&refs, &w).unwrap())
+        .unwrap();
+    assert!((out.scale() - cts[0].scale()).abs() < 1e-6);
+    assert!(precision(&want, &decrypt(c, &out)) >= 20.0);
+    let k = [3i64, -1, 0, 2, 7];
+    let want: Vec<f64> = (0..n)
+        .map(|j| xs.iter().zip(&k).map(|(x, &k)| k as f64 * x[j]).sum())
+        .collect();
+    let out = c.eval.linear_combination_integer(&refs, &k).unwrap();
+    assert_eq!(out.level(), cts[0].level());
+    assert!(precision(&want, &decrypt(c, &out)) >= 20.0);
+    assert!(matches!(
+        c.eval.linear_combination(&refs, &w[..2]),
+        Err(HeError::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        c.eval.linear_combination(&[], &[]),
+        Err(HeError::LengthMismatch { .. })
+    ));
+}
