@@ -427,3 +427,23 @@ fn linear_combinations_match_plaintext() {
         Err(HeError::LengthMismatch { .. })
     ));
 }
+
+#[test]
+fn huge_values_decode_through_the_exact_crt_path() {
+    // Coefficients near 2^125 leave the 128-bit fast path of decoding.
+    let c = ctx();
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    let v = 7.0e6; // 7e6 · 2^40 ≈ 2^62.7: a constant polynomial; squared ≈ 2^125.4
+    let pt = c
+        .enc
+        .encode(&vec![v; c.params.slots()], c.params.scale(), 2)
+        .unwrap();
+    let ct = c.pk.encrypt(&pt, &mut rng).unwrap();
+    let prod = c.eval.mul_plain(&ct, &pt).unwrap();
+    let out = decrypt(c, &prod);
+    let rel = out
+        .iter()
+        .map(|x| (x / (v * v) - 1.0).abs())
+        .fold(0.0, f64::max);
+    assert!(rel < 1e-9, "relative error {rel}");
+}
