@@ -487,3 +487,25 @@ fn preset_16384_reaches_depth_6_with_estimated_precision() {
     );
     assert!(p >= params.precision_bits(6), "{p}");
 }
+
+#[test]
+fn secret_key_round_trips_through_its_explicit_export() {
+    let c = ctx();
+    let coeffs = c.sk.expose_secret_coefficients().unwrap();
+    assert_eq!(coeffs.len(), c.params.n());
+    assert!(coeffs.iter().all(|x| (-1..=1).contains(x)));
+    let sk2 = SecretKey::from_secret_coefficients(&c.params, &coeffs).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(14);
+    let x = random_values(&mut rng, 16);
+    let ct = encrypt(c, &x, &mut rng);
+    let out = c.enc.decode(&sk2.decrypt(&ct).unwrap()).unwrap();
+    assert!(precision(&x, &out[..16]) >= 20.0);
+    assert!(matches!(
+        SecretKey::from_secret_coefficients(&c.params, &[2; 8192]),
+        Err(HeError::InvalidSecretKey)
+    ));
+    assert!(matches!(
+        SecretKey::from_secret_coefficients(&c.params, &[0; 10]),
+        Err(HeError::InvalidSecretKey)
+    ));
+}
