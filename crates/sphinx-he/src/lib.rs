@@ -1,1 +1,47 @@
-//! sphinx-he (see the crate description).
+//! Homomorphic encryption for Sphinx: an RNS variant of CKKS on a scheme-neutral RLWE layer.
+//!
+//! # Layout
+//! - [`params`]: [`ParametersLiteral`] → validated, shared [`Parameters`] with security checks
+//!   against the HomomorphicEncryption.org table, presets, and [`params::suggest`].
+//! - [`rlwe`]: keys ([`SecretKey`], [`PublicKey`], [`RelinearizationKey`], [`GaloisKeys`]),
+//!   public-key and seeded symmetric encryption, decryption of 2- and 3-part ciphertexts, and
+//!   hybrid key switching. Nothing here knows about CKKS, so an exact (BFV-style) encoding can
+//!   reuse it as is.
+//! - [`ckks`]: the [`Encoder`] (canonical embedding via a special FFT) and the [`Evaluator`].
+//!
+//! Every [`Ciphertext`] and [`Plaintext`] carries its parameter id and level; operations on
+//! mismatched operands return [`HeError`], never panic.
+//!
+//! # Example
+//! ```
+//! use rand::SeedableRng;
+//! use sphinx_he::*;
+//!
+//! let params = ParametersLiteral::seal_n8192().build()?; // 128-bit secure, depth 2
+//! let mut rng = rand_chacha::ChaCha20Rng::from_os_rng();
+//! let sk = SecretKey::generate(&params, &mut rng)?;
+//! let pk = PublicKey::new(&sk, &mut rng)?;
+//! let rlk = RelinearizationKey::new(&sk, &mut rng)?;
+//! let encoder = Encoder::new(&params);
+//! let eval = Evaluator::new(&params);
+//!
+//! let x = [1.5, -2.0, 0.25];
+//! let pt = encoder.encode(&x, params.scale(), params.max_level())?;
+//! let ct = pk.encrypt(&pt, &mut rng)?;
+//! let sq = eval.rescale(&eval.multiply_relin(&ct, &ct, &rlk)?)?; // x², one level down
+//! let out = encoder.decode(&sk.decrypt(&sq)?)?;
+//! assert!((out[1] - 4.0).abs() < 1e-4);
+//! # Ok::<(), HeError>(())
+//! ```
+
+pub mod ckks;
+pub mod error;
+pub mod params;
+pub mod rlwe;
+
+pub use ckks::{Complex, Encoder, Evaluator};
+pub use error::{HeError, InvalidParametersReason, Result};
+pub use params::{ParamId, Parameters, ParametersLiteral, SecurityLevel, Suggestion};
+pub use rlwe::{
+    Ciphertext, GaloisKeys, KeySwitchingKey, Plaintext, PublicKey, RelinearizationKey, SecretKey,
+};

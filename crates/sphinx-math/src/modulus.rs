@@ -13,6 +13,8 @@ pub struct Modulus {
     bits: u32,
     ratio_hi: u64,
     ratio_lo: u64,
+    /// `floor(2^(2b) / q)` for the shifted Barrett reduction of products (`b` = bit length).
+    mu: u64,
 }
 
 impl Modulus {
@@ -30,11 +32,13 @@ impl Modulus {
         // floor(2^128 / q) = floor((2^128 - 1) / q) unless q divides 2^128, i.e. q is a power of
         // two; then the Barrett estimate is exact either way and one correction step suffices.
         let ratio = u128::MAX / q as u128;
+        let bits = 64 - q.leading_zeros();
         Ok(Self {
             value: q,
-            bits: 64 - q.leading_zeros(),
+            bits,
             ratio_hi: (ratio >> 64) as u64,
             ratio_lo: ratio as u64,
+            mu: ((1u128 << (2 * bits)) / q as u128) as u64,
         })
     }
 
@@ -114,10 +118,23 @@ impl Modulus {
         d.min(d.wrapping_sub(self.value))
     }
 
-    /// `a * b mod q` by Barrett reduction.
+    /// `a * b mod q` for `a, b < q`.
     #[inline(always)]
     pub fn mul(&self, a: u64, b: u64) -> u64 {
-        self.reduce_u128(a as u128 * b as u128)
+        self.reduce_product(a as u128 * b as u128)
+    }
+
+    /// `x mod q` for `x < q²` (a product of reduced values): Barrett with the quotient estimated
+    /// from the top bits only (HAC 14.42), two multiplications instead of five.
+    #[inline(always)]
+    pub fn reduce_product(&self, x: u128) -> u64 {
+        let b = self.bits;
+        let x1 = (x >> (b - 1)) as u64;
+        let q_hat = ((x1 as u128 * self.mu as u128) >> (b + 1)) as u64;
+        let r = (x as u64).wrapping_sub(q_hat.wrapping_mul(self.value));
+        // The estimate is at most 2 short.
+        let r = r.min(r.wrapping_sub(self.value));
+        r.min(r.wrapping_sub(self.value))
     }
 
     /// The Shoup companion `floor(w * 2^64 / q)` of a fixed operand `w < q`.
@@ -273,6 +290,8 @@ mod tests {
             prop_assert_eq!(m.reduce_u128(x), (x % q as u128) as u64);
             let (a, b) = (a % q, b % q);
             prop_assert_eq!(m.mul(a, b), ((a as u128 * b as u128) % q as u128) as u64);
+            let (qm1, big) = (q - 1, (q - 1) as u128 * (q - 1) as u128);
+            prop_assert_eq!(m.mul(qm1, qm1), (big % q as u128) as u64);
             prop_assert_eq!(m.add(a, b), ((a as u128 + b as u128) % q as u128) as u64);
             prop_assert_eq!(m.sub(a, b), ((a as u128 + q as u128 - b as u128) % q as u128) as u64);
             prop_assert_eq!(m.add(m.neg(a), a), 0);

@@ -128,9 +128,14 @@ impl NttPlan {
         self.plan.normalize(a);
     }
 
-    /// `acc[i] += a[i] * b[i] mod q` with the backend's vectorized kernel.
+    /// `acc[i] += a[i] * b[i] mod q` with the backend's vectorized kernel (inputs reduced).
+    ///
+    /// # Panics
+    /// If the slices are not all of length `n`.
     #[inline]
     pub fn mul_accumulate(&self, acc: &mut [u64], a: &[u64], b: &[u64]) {
+        // The backend silently skips a tail that is not a multiple of its vector width.
+        assert!(acc.len() == self.n() && a.len() == self.n() && b.len() == self.n());
         self.plan.mul_accumulate(acc, a, b);
     }
 

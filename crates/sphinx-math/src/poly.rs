@@ -279,6 +279,44 @@ impl Poly<Coeff> {
         Ok(p)
     }
 
+    /// As [`from_i64`](Self::from_i64) for coefficients known to be smaller in magnitude than
+    /// every modulus of the basis (secrets and errors): one compare per residue.
+    ///
+    /// # Errors
+    /// [`MathError::ShapeMismatch`] if `coeffs.len() != basis.n()`,
+    /// [`MathError::UnreducedCoefficient`] if a coefficient is too large.
+    pub fn from_small_i64(basis: &RnsBasis, coeffs: &[i64]) -> Result<Self> {
+        let n = basis.n();
+        if coeffs.len() != n {
+            return Err(MathError::ShapeMismatch {
+                expected_limbs: basis.len(),
+                expected_n: n,
+                got_limbs: 1,
+                got_n: coeffs.len(),
+            });
+        }
+        let min_q = basis.moduli().iter().map(|m| m.value()).min().unwrap_or(0);
+        if let Some(&c) = coeffs.iter().find(|c| c.unsigned_abs() >= min_q) {
+            return Err(MathError::UnreducedCoefficient {
+                limb: 0,
+                value: c.unsigned_abs(),
+                modulus: min_q,
+            });
+        }
+        let mut p = Self::zero(basis);
+        for (limb, m) in p.data.chunks_exact_mut(n).zip(basis.moduli()) {
+            let q = m.value();
+            for (o, &c) in limb.iter_mut().zip(coeffs) {
+                *o = if c < 0 {
+                    q.wrapping_add(c as u64)
+                } else {
+                    c as u64
+                };
+            }
+        }
+        Ok(p)
+    }
+
     /// Forward NTT of every limb, reusing the buffer.
     ///
     /// # Errors
@@ -353,13 +391,16 @@ impl Poly<Ntt> {
     pub fn mul_assign(&mut self, rhs: &Self, basis: &RnsBasis) -> Result<()> {
         self.check(basis)?;
         rhs.check(basis)?;
-        for ((a, b), m) in self
+        let mut tmp = vec![0u64; self.n];
+        for ((a, b), plan) in self
             .data
             .chunks_exact_mut(self.n)
             .zip(rhs.limbs())
-            .zip(basis.moduli())
+            .zip(basis.plans())
         {
-            m.mul_assign_slice(a, b);
+            tmp.copy_from_slice(a);
+            a.fill(0);
+            plan.mul_accumulate(a, &tmp, b);
         }
         Ok(())
     }
@@ -372,16 +413,26 @@ impl Poly<Ntt> {
         self.check(basis)?;
         a.check(basis)?;
         b.check(basis)?;
-        for (((acc, x), y), m) in self
+        for (((acc, x), y), plan) in self
             .data
             .chunks_exact_mut(self.n)
             .zip(a.limbs())
             .zip(b.limbs())
-            .zip(basis.moduli())
+            .zip(basis.plans())
         {
-            m.mul_add_assign_slice(acc, x, y);
+            plan.mul_accumulate(acc, x, y);
         }
         Ok(())
+    }
+
+    /// `a * b` as a new polynomial.
+    ///
+    /// # Errors
+    /// [`MathError::ShapeMismatch`] if an operand is not over `basis`.
+    pub fn mul(a: &Self, b: &Self, basis: &RnsBasis) -> Result<Self> {
+        let mut out = Self::zero(basis);
+        out.mul_add_assign(a, b, basis)?;
+        Ok(out)
     }
 
     /// Applies a precomputed NTT-domain permutation (see [`RnsBasis::galois_permutation`]).
@@ -445,6 +496,12 @@ mod tests {
             let via_coeff = p.automorphism(k, &b).unwrap().into_ntt(&b).unwrap();
             let via_ntt = p.into_ntt(&b).unwrap().automorphism(k, &b).unwrap();
             prop_assert_eq!(via_coeff, via_ntt);
+        }
+
+        #[test]
+        fn small_and_general_constructors_agree(coeffs in prop::collection::vec(-100_000i64..100_000, 16)) {
+            let b = RnsBasis::new(16, &ntt_primes(&[30, 35], 16).unwrap()).unwrap();
+            prop_assert_eq!(Poly::<Coeff>::from_i64(&b, &coeffs).unwrap(), Poly::<Coeff>::from_small_i64(&b, &coeffs).unwrap());
         }
 
         #[test]
