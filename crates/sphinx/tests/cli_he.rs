@@ -203,6 +203,11 @@ fn quick_bench_writes_every_key() {
     };
     for k in OPS {
         assert!(ns(k) > 0, "{k}");
+        let p10 = v["ops_ns_p10"][k].as_u64().unwrap();
+        assert!(
+            p10 > 0 && p10 <= ns(k),
+            "{k}: 10th percentile above the median"
+        );
     }
     // Sanity of magnitudes, not performance claims: a product with relinearization and
     // rescaling does strictly more work than an addition or a bare product.

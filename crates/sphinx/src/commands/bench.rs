@@ -83,7 +83,10 @@ struct CkksReport {
     scale_bits: u32,
     security: u32,
     threads: u64,
+    /// Median wall time per operation.
     ops_ns: BTreeMap<&'static str, u64>,
+    /// 10th percentile: the undisturbed cost on a shared machine.
+    ops_ns_p10: BTreeMap<&'static str, u64>,
     reps: BTreeMap<&'static str, usize>,
     ciphertext_bytes: BTreeMap<&'static str, usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,9 +98,13 @@ struct CkksReport {
 struct PeerComparison {
     engine: String,
     ops_ns: BTreeMap<String, u64>,
+    ops_ns_p10: BTreeMap<String, u64>,
     ciphertext_bytes: BTreeMap<String, u64>,
-    /// ours / peer: below 1 means we are faster (or smaller).
+    /// ours / peer of the medians: below 1 means we are faster.
     time_ratio: BTreeMap<String, f64>,
+    /// ours / peer of the 10th percentiles (when the peer file has them).
+    time_ratio_p10: BTreeMap<String, f64>,
+    /// ours / peer: below 1 means ours is smaller.
     size_ratio: BTreeMap<String, f64>,
 }
 
@@ -110,6 +117,8 @@ struct PeerFile {
     moduli_bits: Vec<u32>,
     scale_bits: u32,
     ops_ns: BTreeMap<String, u64>,
+    #[serde(default)]
+    ops_ns_p10: BTreeMap<String, u64>,
     ciphertext_bytes: BTreeMap<String, u64>,
 }
 
@@ -147,9 +156,12 @@ fn run_ckks(args: &CkksArgs) -> anyhow::Result<ExitCode> {
         "sphinx-he CKKS: N = 2^{}, moduli {:?}, scale 2^{}, {} thread(s)",
         literal.log_n, moduli_bits, literal.scale_bits, threads
     );
-    let (ops, counts, sizes) = pool.install(|| measure(&params, reps))?;
+    let (timings, sizes) = pool.install(|| measure(&params, reps))?;
+    let ops: BTreeMap<_, _> = timings.iter().map(|(&k, t)| (k, t.median)).collect();
+    let p10: BTreeMap<_, _> = timings.iter().map(|(&k, t)| (k, t.p10)).collect();
+    let counts: BTreeMap<_, _> = timings.iter().map(|(&k, t)| (k, t.reps)).collect();
 
-    let peer = peer.map(|p| compare(p, &ops, &sizes));
+    let peer = peer.map(|p| compare(p, &ops, &p10, &sizes));
     print_table(&ops, &sizes, peer.as_ref());
     if let Some(path) = &args.json {
         let report = CkksReport {
@@ -161,6 +173,7 @@ fn run_ckks(args: &CkksArgs) -> anyhow::Result<ExitCode> {
             security: literal.security.bits().unwrap_or(0),
             threads: args.threads,
             ops_ns: ops,
+            ops_ns_p10: p10,
             reps: counts,
             ciphertext_bytes: sizes,
             peer,
@@ -235,12 +248,22 @@ impl Reps {
     }
 }
 
-/// Median wall time of `op` over inputs from `setup` (untimed), after a warm-up.
+/// One operation's timing: median and 10th percentile of the wall time, in ns.
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    median: u64,
+    p10: u64,
+    reps: usize,
+}
+
+/// Times `op` over inputs from `setup` (untimed), after a warm-up. The 10th
+/// percentile shows an undisturbed call's cost when the machine is shared; the
+/// median is the headline figure.
 fn median_ns<S, T>(
     reps: Reps,
     mut setup: impl FnMut() -> S,
     mut op: impl FnMut(S) -> sphinx_he::Result<T>,
-) -> anyhow::Result<(u64, usize)> {
+) -> anyhow::Result<Timing> {
     for _ in 0..reps.warmup {
         std::hint::black_box(op(setup())?);
     }
@@ -264,12 +287,16 @@ fn median_ns<S, T>(
             .map_or(hi, |&lo| lo / 2 + hi / 2 + (lo % 2 + hi % 2) / 2),
         (None, _) => anyhow::bail!("no timed repetitions"),
     };
-    Ok((median, n))
+    let p10 = samples.get(n / 10).copied().unwrap_or(median);
+    Ok(Timing {
+        median,
+        p10,
+        reps: n,
+    })
 }
 
 type Measured = (
-    BTreeMap<&'static str, u64>,
-    BTreeMap<&'static str, usize>,
+    BTreeMap<&'static str, Timing>,
     BTreeMap<&'static str, usize>,
 );
 
@@ -308,11 +335,13 @@ fn measure(params: &Arc<Parameters>, reps: Reps) -> anyhow::Result<Measured> {
     anyhow::ensure!(max_err < 1e-3, "sanity check failed: max error {max_err}");
 
     let mut ops = BTreeMap::new();
-    let mut counts = BTreeMap::new();
-    let mut record = |name: &'static str, (ns, n): (u64, usize)| {
-        eprintln!("  {name:<18} {:>10.1} us  ({n} reps)", ns as f64 / 1e3);
-        ops.insert(name, ns);
-        counts.insert(name, n);
+    let mut record = |name: &'static str, t: Timing| {
+        eprintln!(
+            "  {name:<18} {:>10.1} us  ({} reps)",
+            t.median as f64 / 1e3,
+            t.reps
+        );
+        ops.insert(name, t);
     };
     let none = || ();
     record(
@@ -387,38 +416,41 @@ fn measure(params: &Arc<Parameters>, reps: Reps) -> anyhow::Result<Measured> {
         "level0",
         eval.drop_to_level(&ct_x, 0)?.to_bytes(params)?.len(),
     );
-    Ok((ops, counts, sizes))
+    Ok((ops, sizes))
+}
+
+fn ratios<K: AsRef<str>>(
+    ours: &BTreeMap<K, impl Copy + Into<f64>>,
+    theirs: &BTreeMap<String, u64>,
+) -> BTreeMap<String, f64> {
+    ours.iter()
+        .filter_map(|(k, &o)| {
+            let p = *theirs.get(k.as_ref()).filter(|&&p| p > 0)?;
+            Some((k.as_ref().to_string(), o.into() / p as f64))
+        })
+        .collect()
 }
 
 fn compare(
     peer: PeerFile,
     ops: &BTreeMap<&'static str, u64>,
+    p10: &BTreeMap<&'static str, u64>,
     sizes: &BTreeMap<&'static str, usize>,
 ) -> PeerComparison {
-    let time_ratio = ops
-        .iter()
-        .filter_map(|(&k, &ours)| {
-            peer.ops_ns
-                .get(k)
-                .filter(|&&p| p > 0)
-                .map(|&p| (k.to_string(), ours as f64 / p as f64))
-        })
-        .collect();
-    let size_ratio = sizes
-        .iter()
-        .filter_map(|(&k, &ours)| {
-            peer.ciphertext_bytes
-                .get(k)
-                .filter(|&&p| p > 0)
-                .map(|&p| (k.to_string(), ours as f64 / p as f64))
-        })
-        .collect();
+    // Byte counts and nanoseconds both fit f64's 53-bit mantissa at these sizes.
+    let as_f64 = |m: &BTreeMap<&'static str, u64>| -> BTreeMap<&'static str, f64> {
+        m.iter().map(|(&k, &v)| (k, v as f64)).collect()
+    };
+    let sizes_f64: BTreeMap<&'static str, f64> =
+        sizes.iter().map(|(&k, &v)| (k, v as f64)).collect();
     PeerComparison {
+        time_ratio: ratios(&as_f64(ops), &peer.ops_ns),
+        time_ratio_p10: ratios(&as_f64(p10), &peer.ops_ns_p10),
+        size_ratio: ratios(&sizes_f64, &peer.ciphertext_bytes),
         engine: peer.engine,
         ops_ns: peer.ops_ns,
+        ops_ns_p10: peer.ops_ns_p10,
         ciphertext_bytes: peer.ciphertext_bytes,
-        time_ratio,
-        size_ratio,
     }
 }
 
@@ -434,8 +466,10 @@ fn print_table(
             println!("|---|---:|");
         }
         Some(_) => {
-            println!("| operation | sphinx-he (µs) | SEAL (µs) | ours / SEAL |");
-            println!("|---|---:|---:|---:|");
+            println!(
+                "| operation | sphinx-he (µs) | SEAL (µs) | ours / SEAL | ours / SEAL, 10th pct |"
+            );
+            println!("|---|---:|---:|---:|---:|");
         }
     }
     for name in OPS {
@@ -447,11 +481,12 @@ fn print_table(
                     .ops_ns
                     .get(name)
                     .map_or_else(|| "–".to_string(), |&ns| us(ns));
-                let ratio = p
-                    .time_ratio
-                    .get(name)
-                    .map_or_else(|| "–".to_string(), |r| format!("{r:.2}"));
-                println!("| {name} | {ours} | {theirs} | {ratio} |");
+                let fmt = |m: &BTreeMap<String, f64>| {
+                    m.get(name)
+                        .map_or_else(|| "–".to_string(), |r| format!("{r:.2}"))
+                };
+                let (ratio, ratio_p10) = (fmt(&p.time_ratio), fmt(&p.time_ratio_p10));
+                println!("| {name} | {ours} | {theirs} | {ratio} | {ratio_p10} |");
             }
         }
     }
