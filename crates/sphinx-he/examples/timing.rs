@@ -16,6 +16,11 @@ fn thread_cpu_ns() -> Option<u64> {
 }
 
 fn time<T>(name: &str, _iters: usize, mut f: impl FnMut() -> T) {
+    if let Ok(only) = std::env::var("ONLY")
+        && !name.starts_with(&only)
+    {
+        return;
+    }
     let mut wall = Vec::new();
     let c0 = thread_cpu_ns();
     let start = Instant::now();

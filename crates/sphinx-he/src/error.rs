@@ -121,6 +121,14 @@ pub enum HeError {
         /// The Galois element `k` of `X -> X^k`.
         element: u64,
     },
+    /// Two lists that must have equal lengths do not (or are empty).
+    #[error("length mismatch: {left} vs {right} (and both must be non-empty)")]
+    LengthMismatch {
+        /// Length of the first list.
+        left: usize,
+        /// Length of the second list.
+        right: usize,
+    },
     /// A rotation step outside `(-slots, slots)`.
     #[error("rotation by {steps} is out of range for {slots} slots")]
     InvalidRotation {

@@ -318,8 +318,8 @@ pub(crate) struct CrtLevel {
     pub(crate) q_wrapped: u128,
     /// `1 / q_i`.
     pub(crate) inv_q: Vec<f64>,
-    /// `log2 Q_l`.
-    pub(crate) log2_q: f64,
+    /// Below this `|Σ y_i/q_i - v|` (i.e. `|x| < 2^125`) the 128-bit fast path is exact.
+    pub(crate) fast_threshold: f64,
 }
 
 /// Validated, immutable parameters; share them with `Arc<Parameters>`.
@@ -657,7 +657,8 @@ fn crt_level(moduli: &[Modulus]) -> Result<CrtLevel> {
     let q_hat_wrapped = q_hat.iter().map(|h| wrap(h)).collect();
     let q_wrapped = wrap(&q);
     let inv_q = moduli.iter().map(|m| 1.0 / m.value() as f64).collect();
-    let log2_q = moduli.iter().map(|m| (m.value() as f64).log2()).sum();
+    let log2_q: f64 = moduli.iter().map(|m| (m.value() as f64).log2()).sum();
+    let fast_threshold = (125.0 - log2_q).exp2().min(0.49);
     Ok(CrtLevel {
         q,
         q_half,
@@ -666,7 +667,7 @@ fn crt_level(moduli: &[Modulus]) -> Result<CrtLevel> {
         q_hat_wrapped,
         q_wrapped,
         inv_q,
-        log2_q,
+        fast_threshold,
     })
 }
 

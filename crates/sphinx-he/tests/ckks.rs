@@ -339,3 +339,111 @@ fn batch_operations_run_in_parallel() {
         assert!((decrypt(c, ct)[0] - 2.0 * i as f64).abs() < 1e-5);
     }
 }
+
+#[test]
+fn several_special_primes_and_no_special_prime() {
+    let mut rng = ChaCha20Rng::seed_from_u64(10);
+    let params = ParametersLiteral::insecure_for_tests(12, &[55, 40, 40], &[45, 45], 40)
+        .build()
+        .unwrap();
+    let sk = SecretKey::generate(&params, &mut rng).unwrap();
+    let pk = PublicKey::new(&sk, &mut rng).unwrap();
+    let rlk = RelinearizationKey::new(&sk, &mut rng).unwrap();
+    let gk = GaloisKeys::new(&sk, &[3], false, &mut rng).unwrap();
+    let (enc, e) = (Encoder::new(&params), Evaluator::new(&params));
+    let x = random_values(&mut rng, params.slots());
+    let ct = pk
+        .encrypt(&enc.encode(&x, params.scale(), 2).unwrap(), &mut rng)
+        .unwrap();
+    let dec = |c: &Ciphertext| enc.decode(&sk.decrypt(c).unwrap()).unwrap();
+    assert!(precision(&x, &dec(&ct)) >= 20.0);
+    let sq: Vec<f64> = x.iter().map(|a| a * a).collect();
+    let r = e
+        .rescale(&e.multiply_relin(&ct, &ct, &rlk).unwrap())
+        .unwrap();
+    assert!(precision(&sq, &dec(&r)) >= 20.0);
+    let rot: Vec<f64> = (0..x.len()).map(|i| x[(i + 3) % x.len()]).collect();
+    assert!(precision(&rot, &dec(&e.rotate(&ct, 3, &gk).unwrap())) >= 20.0);
+
+    // Without special primes: encryption and the 3-part product work, key switching refuses.
+    let params = ParametersLiteral::insecure_for_tests(11, &[54], &[], 24)
+        .build()
+        .unwrap();
+    let sk = SecretKey::generate(&params, &mut rng).unwrap();
+    let pk = PublicKey::new(&sk, &mut rng).unwrap();
+    let (enc, e) = (Encoder::new(&params), Evaluator::new(&params));
+    let x = random_values(&mut rng, params.slots());
+    let ct = pk
+        .encrypt(&enc.encode(&x, params.scale(), 0).unwrap(), &mut rng)
+        .unwrap();
+    let out = enc
+        .decode(&sk.decrypt(&e.multiply(&ct, &ct).unwrap()).unwrap())
+        .unwrap();
+    assert!(
+        precision(&sq_of(&x), &out) >= 7.0,
+        "scale 2^48 within a 54-bit modulus"
+    );
+    assert!(matches!(
+        RelinearizationKey::new(&sk, &mut rng),
+        Err(HeError::NoSpecialPrimes)
+    ));
+}
+
+fn sq_of(x: &[f64]) -> Vec<f64> {
+    x.iter().map(|a| a * a).collect()
+}
+
+#[test]
+fn linear_combinations_match_plaintext() {
+    let c = ctx();
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let n = c.params.slots();
+    let xs: Vec<Vec<f64>> = (0..5).map(|_| random_values(&mut rng, n)).collect();
+    let cts: Vec<Ciphertext> = xs.iter().map(|x| encrypt(c, x, &mut rng)).collect();
+    let refs: Vec<&Ciphertext> = cts.iter().collect();
+    let w = [0.5, -1.25, 0.0, 2.0, 0.125];
+    let want: Vec<f64> = (0..n)
+        .map(|j| xs.iter().zip(&w).map(|(x, w)| w * x[j]).sum())
+        .collect();
+    let out = c
+        .eval
+        .rescale(&c.eval.linear_combination(&refs, &w).unwrap())
+        .unwrap();
+    assert!((out.scale() - cts[0].scale()).abs() < 1e-6);
+    assert!(precision(&want, &decrypt(c, &out)) >= 20.0);
+    let k = [3i64, -1, 0, 2, 7];
+    let want: Vec<f64> = (0..n)
+        .map(|j| xs.iter().zip(&k).map(|(x, &k)| k as f64 * x[j]).sum())
+        .collect();
+    let out = c.eval.linear_combination_integer(&refs, &k).unwrap();
+    assert_eq!(out.level(), cts[0].level());
+    assert!(precision(&want, &decrypt(c, &out)) >= 20.0);
+    assert!(matches!(
+        c.eval.linear_combination(&refs, &w[..2]),
+        Err(HeError::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        c.eval.linear_combination(&[], &[]),
+        Err(HeError::LengthMismatch { .. })
+    ));
+}
+
+#[test]
+fn huge_values_decode_through_the_exact_crt_path() {
+    // Coefficients near 2^125 leave the 128-bit fast path of decoding.
+    let c = ctx();
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    let v = 7.0e6; // 7e6 · 2^40 ≈ 2^62.7: a constant polynomial; squared ≈ 2^125.4
+    let pt = c
+        .enc
+        .encode(&vec![v; c.params.slots()], c.params.scale(), 2)
+        .unwrap();
+    let ct = c.pk.encrypt(&pt, &mut rng).unwrap();
+    let prod = c.eval.mul_plain(&ct, &pt).unwrap();
+    let out = decrypt(c, &prod);
+    let rel = out
+        .iter()
+        .map(|x| (x / (v * v) - 1.0).abs())
+        .fold(0.0, f64::max);
+    assert!(rel < 1e-9, "relative error {rel}");
+}

@@ -253,6 +253,27 @@ impl Modulus {
         }
     }
 
+    /// `out[i] =` the centered representative of `src[i] mod p` (in `(-p/2, p/2]`), reduced
+    /// modulo this `q`. Lifts a residue modulo one prime to another with rounding semantics.
+    #[inline]
+    pub fn lift_centered(&self, out: &mut [u64], src: &[u64], p: u64) {
+        let half = p >> 1;
+        let q = self.value;
+        if p <= q {
+            // No reduction needed: v or v - p + q, both in [0, q).
+            let shift = q - p;
+            for (o, &v) in out.iter_mut().zip(src) {
+                *o = if v > half { v + shift } else { v };
+            }
+        } else {
+            let p_mod = self.reduce(p);
+            for (o, &v) in out.iter_mut().zip(src) {
+                let r = self.reduce(v);
+                *o = if v > half { self.sub(r, p_mod) } else { r };
+            }
+        }
+    }
+
     /// `out[i] = a[i] mod q` for values of any size.
     #[inline]
     pub fn reduce_slice(&self, out: &mut [u64], a: &[u64]) {
@@ -317,6 +338,24 @@ mod tests {
             let c = m.center(r);
             prop_assert!(c.unsigned_abs() <= q / 2);
             prop_assert_eq!(m.reduce_i64(c), r);
+        }
+    }
+
+    #[test]
+    fn centered_lift_matches_signed_reduction() {
+        for (p, q) in [(97u64, 1_000_003u64), (1_000_003, 97), (101, 101)] {
+            let m = Modulus::new(q).unwrap();
+            let src: Vec<u64> = (0..p).collect();
+            let mut out = vec![0; src.len()];
+            m.lift_centered(&mut out, &src, p);
+            for (&v, &o) in src.iter().zip(&out) {
+                let c = if v > p / 2 {
+                    v as i64 - p as i64
+                } else {
+                    v as i64
+                };
+                assert_eq!(o, m.reduce_i64(c));
+            }
         }
     }
 

@@ -174,15 +174,11 @@ impl RnsBasis {
         last_coeffs.copy_from_slice(poly.limb(l));
         self.plans[l].inverse(last_coeffs);
         let q_last = self.moduli[l].value();
-        let half = q_last >> 1;
         for i in 0..l {
             let m = self.moduli[i];
-            let (inv, inv_shoup, q_last_mod) = self.last_inv[i];
-            for (t, &v) in tmp.iter_mut().zip(last_coeffs.iter()) {
-                let r = m.reduce(v);
-                // The centered representative makes the division round to nearest.
-                *t = if v > half { m.sub(r, q_last_mod) } else { r };
-            }
+            let (inv, inv_shoup, _) = self.last_inv[i];
+            // The centered representative makes the division round to nearest.
+            m.lift_centered(tmp, last_coeffs, q_last);
             self.plans[i].forward(tmp);
             let q = m.value();
             for (a, &t) in poly.limb_mut(i).iter_mut().zip(tmp.iter()) {

@@ -71,7 +71,7 @@ impl Encoder {
         let mut coeffs = vec![0i64; n];
         for (k, wk) in w.iter().enumerate() {
             for (dst, v) in [(k, wk.re), (k + slots, wk.im)] {
-                let x = (v * scale).round();
+                let x = round(v * scale);
                 if !x.is_finite() || x.abs() >= MAX_COEFF {
                     let value = values
                         .iter()
@@ -126,26 +126,45 @@ impl Encoder {
             return coeffs.limb(0).iter().map(|&x| m.center(x) as f64).collect();
         }
         let crt = &self.params.crt[level];
-        let mut out = Vec::with_capacity(n);
-        let mut ys = vec![0u64; moduli.len()];
-        for c in 0..n {
-            // x = Σ y_i (Q/q_i) - v Q with v = round(Σ y_i / q_i) is the centered value; compute
-            // it modulo 2^128, exact whenever |x| < 2^126 (always, for meaningful messages).
-            let mut frac = 0.0f64;
-            let mut x = 0u128;
-            for (i, m) in moduli.iter().enumerate() {
-                let (inv, inv_shoup) = crt.q_hat_inv[i];
-                let y = m.mul_shoup(coeffs.limb(i)[c], inv, inv_shoup);
-                ys[i] = y;
-                frac += y as f64 * crt.inv_q[i];
-                x = x.wrapping_add((y as u128).wrapping_mul(crt.q_hat_wrapped[i]));
+        // x = Σ y_i (Q/q_i) - v Q with v = round(Σ y_i / q_i) is the centered value; compute
+        // it modulo 2^128, exact whenever |x| < 2^125 (always, for meaningful messages).
+        // Limb-major passes keep each loop simple enough to pipeline well.
+        let mut frac = vec![0.0f64; n];
+        let mut acc = vec![0u128; n];
+        let mut ys = vec![0u64; moduli.len() * n];
+        for (i, m) in moduli.iter().enumerate() {
+            let (inv, inv_shoup) = crt.q_hat_inv[i];
+            let (inv_q, q_hat) = (crt.inv_q[i], crt.q_hat_wrapped[i]);
+            let y_limb = &mut ys[i * n..(i + 1) * n];
+            for (((y, &x), f), a) in y_limb
+                .iter_mut()
+                .zip(coeffs.limb(i))
+                .zip(frac.iter_mut())
+                .zip(acc.iter_mut())
+            {
+                let yv = m.mul_shoup(x, inv, inv_shoup);
+                *y = yv;
+                *f += yv as f64 * inv_q;
+                *a = a.wrapping_add((yv as u128).wrapping_mul(q_hat));
             }
-            let v = frac.round();
-            if (frac - v).abs().log2() + crt.log2_q < 125.0 {
-                x = x.wrapping_sub((v as u128).wrapping_mul(crt.q_wrapped));
-                out.push(x as i128 as f64);
+        }
+        let mut out = Vec::with_capacity(n);
+        let mut y_col = vec![0u64; moduli.len()];
+        for (c, (&f, &a)) in frac.iter().zip(&acc).enumerate() {
+            // f >= 0, so adding 0.5 and truncating rounds (and stays in hardware).
+            let v = (f + 0.5) as u64;
+            if (f - v as f64).abs() < crt.fast_threshold {
+                let xi = a.wrapping_sub((v as u128).wrapping_mul(crt.q_wrapped)) as i128;
+                out.push(if let Ok(small) = i64::try_from(xi) {
+                    small as f64
+                } else {
+                    xi as f64
+                });
             } else {
-                out.push(crt_exact(crt, moduli, &ys));
+                for (k, y) in y_col.iter_mut().enumerate() {
+                    *y = ys[k * n + c];
+                }
+                out.push(crt_exact(crt, moduli, &y_col));
             }
         }
         out
@@ -174,6 +193,16 @@ fn crt_exact(crt: &crate::params::CrtLevel, moduli: &[sphinx_math::Modulus], ys:
         -to_f64(&neg)
     } else {
         to_f64(&acc)
+    }
+}
+
+/// Round half away from zero without a libm call (baseline x86-64 has no rounding instruction).
+#[inline(always)]
+fn round(x: f64) -> f64 {
+    if x.abs() < 4.5e15 {
+        (x + 0.5f64.copysign(x)) as i64 as f64
+    } else {
+        x.round()
     }
 }
 

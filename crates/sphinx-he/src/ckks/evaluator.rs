@@ -295,6 +295,80 @@ impl Evaluator {
         Ok(())
     }
 
+    /// `Σ_i w_i · cts[i]` for real weights, fused (one pass, no temporaries): the building
+    /// block of a plaintext-weight linear layer on slot-packed ciphertexts. Each weight is
+    /// encoded as `round(w_i · scalar_scale(level))`, so the result's scale is
+    /// `scale · scalar_scale(level)`; rescale afterwards.
+    ///
+    /// # Errors
+    /// [`HeError::LengthMismatch`] for empty or unequal lists; [`HeError::ParamMismatch`],
+    /// [`HeError::LevelMismatch`], [`HeError::ScaleMismatch`] or
+    /// [`HeError::UnsupportedCiphertextSize`] if the ciphertexts differ;
+    /// [`HeError::EncodingOverflow`].
+    pub fn linear_combination(&self, cts: &[&Ciphertext], weights: &[f64]) -> Result<Ciphertext> {
+        let level = cts.first().map_or(0, |c| c.level);
+        let delta = self.scalar_scale(level);
+        let ints = weights
+            .iter()
+            .map(|&w| round_to_i64(w, delta))
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = self.linear_combination_integer(cts, &ints)?;
+        out.scale *= delta;
+        Ok(out)
+    }
+
+    /// `Σ_i k_i · cts[i]` for integer weights: exact, consumes no level, keeps the scale.
+    ///
+    /// # Errors
+    /// As [`linear_combination`](Self::linear_combination).
+    pub fn linear_combination_integer(
+        &self,
+        cts: &[&Ciphertext],
+        weights: &[i64],
+    ) -> Result<Ciphertext> {
+        let first = match cts.first() {
+            Some(c) if cts.len() == weights.len() => *c,
+            _ => {
+                return Err(HeError::LengthMismatch {
+                    left: cts.len(),
+                    right: weights.len(),
+                });
+            }
+        };
+        let basis = self.basis_of(first)?;
+        for ct in cts {
+            self.check_pair(first, ct.param_id, ct.level)?;
+            Self::check_scales(first.scale, ct.scale)?;
+            Self::require_size(ct, "equal sizes", ct.size() == first.size())?;
+        }
+        let n = self.params.n();
+        let mut polys: Vec<Poly<Ntt>> = (0..first.size()).map(|_| Poly::zero(basis)).collect();
+        for (i, m) in basis.moduli().iter().enumerate() {
+            let ks: Vec<(u64, u64)> = weights
+                .iter()
+                .map(|&k| {
+                    let k = m.reduce_i64(k);
+                    (k, m.shoup(k))
+                })
+                .collect();
+            for (part, out) in polys.iter_mut().enumerate() {
+                let dst = &mut out.data_mut()[i * n..(i + 1) * n];
+                for (ct, &(k, k_shoup)) in cts.iter().zip(&ks) {
+                    for (o, &x) in dst.iter_mut().zip(ct.polys[part].limb(i)) {
+                        *o = m.add(*o, m.mul_shoup(x, k, k_shoup));
+                    }
+                }
+            }
+        }
+        Ok(Ciphertext {
+            polys,
+            param_id: first.param_id,
+            level: first.level,
+            scale: first.scale,
+            seed: None,
+        })
+    }
+
     /// `a + c` for a real `c` added to every slot (at the ciphertext's scale).
     ///
     /// # Errors

@@ -20,7 +20,6 @@ struct Scratch {
     coeff: Vec<u64>,
     digits: Vec<u64>,
     ext: [Vec<u64>; 2],
-    acc: Vec<(u128, u128)>,
     conv: Vec<u64>,
     conv_tmp: Vec<u64>,
 }
@@ -60,7 +59,7 @@ pub(crate) fn key_switch_add(
         for (limb, plan) in s.coeff.chunks_exact_mut(n).zip(q_basis.plans()) {
             plan.inverse(limb);
         }
-        s.digits.resize(nl * n, 0);
+        s.digits.resize(n, 0);
         for e in s.ext.iter_mut() {
             e.resize(nt * n, 0);
         }
@@ -69,39 +68,27 @@ pub(crate) fn key_switch_add(
             let mt = qp.moduli()[t];
             let plan_t = &qp.plans()[t];
             let key_limb = if t < nl { t } else { nq_all + (t - nl) };
+            let o0 = &mut ext0[t * n..(t + 1) * n];
+            let o1 = &mut ext1[t * n..(t + 1) * n];
+            o0.fill(0);
+            o1.fill(0);
+            let dst = &mut s.digits[..n];
             for j in 0..nl {
-                let dst = &mut s.digits[j * n..(j + 1) * n];
-                if t == j {
-                    dst.copy_from_slice(d.limb(j));
+                let digit: &[u64] = if t == j {
+                    d.limb(j)
                 } else {
                     // Centered digits: half the noise of [0, q_j) digits, and no bias that
                     // would pile up in the low-frequency slots.
-                    let src = &s.coeff[j * n..(j + 1) * n];
-                    let qj = q_basis.moduli()[j].value();
-                    let (half, qj_mod_t) = (qj >> 1, mt.reduce(qj));
-                    for (o, &v) in dst.iter_mut().zip(src) {
-                        let r = mt.reduce(v);
-                        *o = if v > half { mt.sub(r, qj_mod_t) } else { r };
-                    }
+                    mt.lift_centered(
+                        dst,
+                        &s.coeff[j * n..(j + 1) * n],
+                        q_basis.moduli()[j].value(),
+                    );
                     plan_t.forward(dst);
-                }
-            }
-            // Lazy accumulation: products < 2^120, at most 64 digits, so no overflow.
-            s.acc.clear();
-            s.acc.resize(n, (0, 0));
-            for j in 0..nl {
-                let dig = &s.digits[j * n..(j + 1) * n];
-                let (kb, ka) = (key.b[j].limb(key_limb), key.a[j].limb(key_limb));
-                for (((acc, &x), &b), &a) in s.acc.iter_mut().zip(dig).zip(kb).zip(ka) {
-                    acc.0 += x as u128 * b as u128;
-                    acc.1 += x as u128 * a as u128;
-                }
-            }
-            let o0 = &mut ext0[t * n..(t + 1) * n];
-            let o1 = &mut ext1[t * n..(t + 1) * n];
-            for ((x0, x1), acc) in o0.iter_mut().zip(o1.iter_mut()).zip(&s.acc) {
-                *x0 = mt.reduce_u128(acc.0);
-                *x1 = mt.reduce_u128(acc.1);
+                    dst
+                };
+                plan_t.mul_accumulate(o0, digit, key.b[j].limb(key_limb));
+                plan_t.mul_accumulate(o1, digit, key.a[j].limb(key_limb));
             }
         }
         for (ext, out) in [(ext0, out0), (ext1, out1)] {
@@ -125,8 +112,43 @@ pub(crate) fn mod_down_add(
     let q_basis = params.q_basis(level)?;
     let qp = params.qp_basis(level)?;
     let (ext_q, ext_p) = ext.split_at_mut(nl * n);
-    // Adding floor(P/2) before the floor division makes it round to nearest; a floor bias
-    // would multiply into s and pile up in the low-frequency slots.
+    conv.resize(nl * n, 0);
+    if let [p] = params.p_primes() {
+        // One special prime: lift its centered residue (rounding division, no floor bias that
+        // would multiply into s and pile up in the low-frequency slots).
+        qp.plans()[nl].inverse(ext_p);
+        for (i, m) in q_basis.moduli().iter().enumerate() {
+            m.lift_centered(&mut conv[i * n..(i + 1) * n], ext_p, *p);
+        }
+    } else {
+        round_convert(params, level, ext_p, conv, conv_tmp)?;
+    }
+    for i in 0..nl {
+        let m = q_basis.moduli()[i];
+        let q = m.value();
+        let (pinv, pinv_shoup) = params.p_inv_mod_q[i];
+        let c = &mut conv[i * n..(i + 1) * n];
+        q_basis.plans()[i].forward(c);
+        let e = &ext_q[i * n..(i + 1) * n];
+        for ((o, &x), &cv) in out.limb_mut(i).iter_mut().zip(e).zip(c.iter()) {
+            *o = m.add(*o, m.mul_shoup(x + q - cv, pinv, pinv_shoup));
+        }
+    }
+    Ok(())
+}
+
+/// `conv = [ext_P + floor(P/2)]_P` converted to `Q_l`, minus `floor(P/2)`: with the division by
+/// `P` that follows, a rounding (not floor) division.
+fn round_convert(
+    params: &Parameters,
+    level: usize,
+    ext_p: &mut [u64],
+    conv: &mut [u64],
+    conv_tmp: &mut Vec<u64>,
+) -> Result<()> {
+    let n = params.n();
+    let nl = level + 1;
+    let qp = params.qp_basis(level)?;
     for (k, limb) in ext_p.chunks_exact_mut(n).enumerate() {
         let plan = &qp.plans()[nl + k];
         plan.inverse(limb);
@@ -136,21 +158,11 @@ pub(crate) fn mod_down_add(
             *x = m.add(*x, h);
         }
     }
-    conv.resize(nl * n, 0);
     params.ks[level].p_to_q.convert(ext_p, conv, n, conv_tmp)?;
-    for i in 0..nl {
-        let m = q_basis.moduli()[i];
-        let q = m.value();
-        let (pinv, pinv_shoup) = params.p_inv_mod_q[i];
-        let c = &mut conv[i * n..(i + 1) * n];
+    for (i, m) in params.q_basis(level)?.moduli().iter().enumerate() {
         let h = params.p_half_mod_q[i];
-        for x in c.iter_mut() {
+        for x in conv[i * n..(i + 1) * n].iter_mut() {
             *x = m.sub(*x, h);
-        }
-        q_basis.plans()[i].forward(c);
-        let e = &ext_q[i * n..(i + 1) * n];
-        for ((o, &x), &cv) in out.limb_mut(i).iter_mut().zip(e).zip(c.iter()) {
-            *o = m.add(*o, m.mul_shoup(x + q - cv, pinv, pinv_shoup));
         }
     }
     Ok(())
