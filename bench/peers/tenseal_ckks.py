@@ -207,6 +207,14 @@ def run(log_n, min_reps, budget_s):
     ev.mod_switch_to_inplace(low, ctx.last_parms_id())
     level0, _, _ = saved_bytes(low)
 
+    # Keys as a client would upload them: KeyGenerator's Serializable forms, which
+    # store the uniform halves of the keys as seeds. The bindings cannot return a
+    # Serializable<PublicKey>, so the public key is SEAL's full (unseeded) form.
+    pk_bytes, _, _ = saved_bytes(pk)
+    rk_bytes, _, _ = saved_bytes(keygen.create_relin_keys())
+    gk_all_bytes, _, _ = saved_bytes(keygen.create_galois_keys())
+    gk_count = gk.size()
+
     return {
         "engine": "Microsoft SEAL via tenseal.sealapi",
         "tenseal_version": tenseal.__version__,
@@ -228,6 +236,18 @@ def run(log_n, min_reps, budget_s):
             "fresh": f"Ciphertext.save of a public-key encryption at the top level ({compr} compression, SEAL's default)",
             "seeded": f"Serializable<Ciphertext>.save from encrypt_symmetric: c1 replaced by its seed ({compr})",
             "level0": f"Ciphertext.save after mod_switch_to the last level, one prime ({compr})",
+        },
+        "key_bytes": {
+            "public_key": pk_bytes,
+            "relin_key": rk_bytes,
+            "galois_key": gk_all_bytes // gk_count,
+        },
+        "key_bytes_labels": {
+            "public_key": f"PublicKey.save, full form ({compr}): TenSEAL's bindings do not return SEAL's "
+                          f"seeded Serializable<PublicKey>, which would be about half",
+            "relin_key": f"Serializable<RelinKeys>.save from KeyGenerator.create_relin_keys (seeded, {compr})",
+            "galois_key": f"Serializable<GaloisKeys>.save of SEAL's default set ({gk_count} keys, seeded, "
+                          f"{compr}) divided by the key count",
         },
         "compression": compr,
         "sanity_max_abs_error_mul_relin_rescale": max_err,

@@ -222,6 +222,17 @@ fn quick_bench_writes_every_key() {
         "seeded is about half"
     );
     assert!(bytes("level0") < bytes("seeded"));
+    let key = |k: &str| {
+        v["key_bytes"][k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("key_bytes.{k}"))
+    };
+    // Public key: two polynomials over all primes (200 bits); switching keys: one pair per
+    // ciphertext prime.
+    let pair = 2 * 8192 * 200 / 8;
+    assert!(key("public_key") >= pair && key("public_key") < pair + 64);
+    assert!(key("relin_key") >= 3 * pair);
+    assert!(key("galois_key") >= key("relin_key"));
 
     // The same run compared with a peer file: ratios are ours / peer.
     let peer = dir.path().join("peer.json");
@@ -269,4 +280,21 @@ fn quick_bench_writes_every_key() {
     let run = sphinx(&["bench", "ckks", "--quick", "--peer", peer.to_str().unwrap()]);
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("measured on"));
+}
+
+#[test]
+fn bench_runs_on_a_two_thread_pool() {
+    let run = sphinx(&["bench", "ckks", "--reps", "1", "--threads", "2"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stderr).contains("2 thread(s)"));
+    assert!(
+        !sphinx(&["bench", "ckks", "--threads", "0"])
+            .status
+            .success()
+    );
+    assert!(!sphinx(&["bench", "ckks", "--log-n", "12"]).status.success());
 }

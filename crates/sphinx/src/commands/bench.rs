@@ -73,6 +73,8 @@ const OPS: [&str; 13] = [
 
 const SIZES: [&str; 3] = ["fresh", "seeded", "level0"];
 
+const KEYS: [&str; 3] = ["public_key", "relin_key", "galois_key"];
+
 /// What `--json` writes.
 #[derive(Debug, Serialize)]
 struct CkksReport {
@@ -89,6 +91,8 @@ struct CkksReport {
     ops_ns_p10: BTreeMap<&'static str, u64>,
     reps: BTreeMap<&'static str, usize>,
     ciphertext_bytes: BTreeMap<&'static str, usize>,
+    /// Serialized public key, relinearization key, and one Galois key.
+    key_bytes: BTreeMap<&'static str, usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     peer: Option<PeerComparison>,
 }
@@ -106,6 +110,8 @@ struct PeerComparison {
     time_ratio_p10: BTreeMap<String, f64>,
     /// ours / peer: below 1 means ours is smaller.
     size_ratio: BTreeMap<String, f64>,
+    key_bytes: BTreeMap<String, u64>,
+    key_ratio: BTreeMap<String, f64>,
 }
 
 /// The part of the peer's JSON we read.
@@ -120,6 +126,8 @@ struct PeerFile {
     #[serde(default)]
     ops_ns_p10: BTreeMap<String, u64>,
     ciphertext_bytes: BTreeMap<String, u64>,
+    #[serde(default)]
+    key_bytes: BTreeMap<String, u64>,
 }
 
 /// Runs `sphinx bench`.
@@ -156,13 +164,13 @@ fn run_ckks(args: &CkksArgs) -> anyhow::Result<ExitCode> {
         "sphinx-he CKKS: N = 2^{}, moduli {:?}, scale 2^{}, {} thread(s)",
         literal.log_n, moduli_bits, literal.scale_bits, threads
     );
-    let (timings, sizes) = pool.install(|| measure(&params, reps))?;
+    let (timings, sizes, keys) = pool.install(|| measure(&params, reps))?;
     let ops: BTreeMap<_, _> = timings.iter().map(|(&k, t)| (k, t.median)).collect();
     let p10: BTreeMap<_, _> = timings.iter().map(|(&k, t)| (k, t.p10)).collect();
     let counts: BTreeMap<_, _> = timings.iter().map(|(&k, t)| (k, t.reps)).collect();
 
-    let peer = peer.map(|p| compare(p, &ops, &p10, &sizes));
-    print_table(&ops, &sizes, peer.as_ref());
+    let peer = peer.map(|p| compare(p, &ops, &p10, &sizes, &keys));
+    print_table(&ops, &sizes, &keys, peer.as_ref());
     if let Some(path) = &args.json {
         let report = CkksReport {
             engine: "sphinx-he",
@@ -176,6 +184,7 @@ fn run_ckks(args: &CkksArgs) -> anyhow::Result<ExitCode> {
             ops_ns_p10: p10,
             reps: counts,
             ciphertext_bytes: sizes,
+            key_bytes: keys,
             peer,
         };
         let text = serde_json::to_string_pretty(&report)?;
@@ -298,6 +307,7 @@ fn median_ns<S, T>(
 type Measured = (
     BTreeMap<&'static str, Timing>,
     BTreeMap<&'static str, usize>,
+    BTreeMap<&'static str, usize>,
 );
 
 fn measure(params: &Arc<Parameters>, reps: Reps) -> anyhow::Result<Measured> {
@@ -416,7 +426,12 @@ fn measure(params: &Arc<Parameters>, reps: Reps) -> anyhow::Result<Measured> {
         "level0",
         eval.drop_to_level(&ct_x, 0)?.to_bytes(params)?.len(),
     );
-    Ok((ops, sizes))
+    let mut keys = BTreeMap::new();
+    keys.insert("public_key", pk.to_bytes(params)?.len());
+    keys.insert("relin_key", rlk.to_bytes(params)?.len());
+    // A set holding one key: every Galois key has the same size.
+    keys.insert("galois_key", gk.to_bytes(params)?.len());
+    Ok((ops, sizes, keys))
 }
 
 fn ratios<K: AsRef<str>>(
@@ -436,17 +451,21 @@ fn compare(
     ops: &BTreeMap<&'static str, u64>,
     p10: &BTreeMap<&'static str, u64>,
     sizes: &BTreeMap<&'static str, usize>,
+    keys: &BTreeMap<&'static str, usize>,
 ) -> PeerComparison {
     // Byte counts and nanoseconds both fit f64's 53-bit mantissa at these sizes.
     let as_f64 = |m: &BTreeMap<&'static str, u64>| -> BTreeMap<&'static str, f64> {
         m.iter().map(|(&k, &v)| (k, v as f64)).collect()
     };
-    let sizes_f64: BTreeMap<&'static str, f64> =
-        sizes.iter().map(|(&k, &v)| (k, v as f64)).collect();
+    let bytes_f64 = |m: &BTreeMap<&'static str, usize>| -> BTreeMap<&'static str, f64> {
+        m.iter().map(|(&k, &v)| (k, v as f64)).collect()
+    };
     PeerComparison {
         time_ratio: ratios(&as_f64(ops), &peer.ops_ns),
         time_ratio_p10: ratios(&as_f64(p10), &peer.ops_ns_p10),
-        size_ratio: ratios(&sizes_f64, &peer.ciphertext_bytes),
+        size_ratio: ratios(&bytes_f64(sizes), &peer.ciphertext_bytes),
+        key_ratio: ratios(&bytes_f64(keys), &peer.key_bytes),
+        key_bytes: peer.key_bytes,
         engine: peer.engine,
         ops_ns: peer.ops_ns,
         ops_ns_p10: peer.ops_ns_p10,
@@ -454,9 +473,17 @@ fn compare(
     }
 }
 
+type BytesPeer<'a> = Option<(&'a BTreeMap<String, u64>, &'a BTreeMap<String, f64>)>;
+
+fn ratio_cell(m: &BTreeMap<String, f64>, name: &str) -> String {
+    m.get(name)
+        .map_or_else(|| "–".to_string(), |r| format!("{r:.2}"))
+}
+
 fn print_table(
     ops: &BTreeMap<&'static str, u64>,
     sizes: &BTreeMap<&'static str, usize>,
+    keys: &BTreeMap<&'static str, usize>,
     peer: Option<&PeerComparison>,
 ) {
     let us = |ns: u64| format!("{:.1}", ns as f64 / 1e3);
@@ -481,42 +508,54 @@ fn print_table(
                     .ops_ns
                     .get(name)
                     .map_or_else(|| "–".to_string(), |&ns| us(ns));
-                let fmt = |m: &BTreeMap<String, f64>| {
-                    m.get(name)
-                        .map_or_else(|| "–".to_string(), |r| format!("{r:.2}"))
-                };
-                let (ratio, ratio_p10) = (fmt(&p.time_ratio), fmt(&p.time_ratio_p10));
-                println!("| {name} | {ours} | {theirs} | {ratio} | {ratio_p10} |");
+                let r = ratio_cell(&p.time_ratio, name);
+                let r10 = ratio_cell(&p.time_ratio_p10, name);
+                println!("| {name} | {ours} | {theirs} | {r} | {r10} |");
             }
         }
     }
+    print_bytes(
+        "ciphertext",
+        &SIZES,
+        sizes,
+        peer.map(|p| (&p.ciphertext_bytes, &p.size_ratio)),
+    );
+    print_bytes(
+        "key",
+        &KEYS,
+        keys,
+        peer.map(|p| (&p.key_bytes, &p.key_ratio)),
+    );
+}
+
+fn print_bytes(
+    what: &str,
+    names: &[&str],
+    ours: &BTreeMap<&'static str, usize>,
+    peer: BytesPeer<'_>,
+) {
     println!();
     match peer {
         None => {
-            println!("| ciphertext | sphinx-he (bytes) |");
+            println!("| {what} | sphinx-he (bytes) |");
             println!("|---|---:|");
         }
         Some(_) => {
-            println!("| ciphertext | sphinx-he (bytes) | SEAL (bytes) | ours / SEAL |");
+            println!("| {what} | sphinx-he (bytes) | SEAL (bytes) | ours / SEAL |");
             println!("|---|---:|---:|---:|");
         }
     }
-    for name in SIZES {
-        let ours = sizes
+    for &name in names {
+        let o = ours
             .get(name)
             .map_or_else(|| "–".to_string(), usize::to_string);
         match peer {
-            None => println!("| {name} | {ours} |"),
-            Some(p) => {
-                let theirs = p
-                    .ciphertext_bytes
+            None => println!("| {name} | {o} |"),
+            Some((bytes, ratios)) => {
+                let t = bytes
                     .get(name)
                     .map_or_else(|| "–".to_string(), u64::to_string);
-                let ratio = p
-                    .size_ratio
-                    .get(name)
-                    .map_or_else(|| "–".to_string(), |r| format!("{r:.2}"));
-                println!("| {name} | {ours} | {theirs} | {ratio} |");
+                println!("| {name} | {o} | {t} | {} |", ratio_cell(ratios, name));
             }
         }
     }
