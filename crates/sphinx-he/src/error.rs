@@ -129,6 +129,9 @@ pub enum HeError {
         /// Length of the second list.
         right: usize,
     },
+    /// Secret-key material that is not `N` ternary coefficients.
+    #[error("invalid secret key material")]
+    InvalidSecretKey,
     /// A rotation step outside `(-slots, slots)`.
     #[error("rotation by {steps} is out of range for {slots} slots")]
     InvalidRotation {

@@ -179,7 +179,12 @@ fn multiplicative_operations() {
         .unwrap();
     let want: Vec<f64> = prod.iter().zip(&x).map(|(a, b)| a * b).collect();
     assert_eq!(d2.level(), 0);
-    assert!(precision(&want, &decrypt(c, &d2)) >= 18.0);
+    let p2 = precision(&want, &decrypt(c, &d2));
+    println!(
+        "depth 2 precision {p2:.1} bits, estimate {:.1}",
+        c.params.precision_bits(2)
+    );
+    assert!(p2 >= c.params.precision_bits(2), "{p2}");
 
     let times3: Vec<f64> = x.iter().map(|a| -3.0 * a).collect();
     let k = e.mul_integer(&cx, -3).unwrap();
@@ -446,4 +451,61 @@ fn huge_values_decode_through_the_exact_crt_path() {
         .map(|x| (x / (v * v) - 1.0).abs())
         .fold(0.0, f64::max);
     assert!(rel < 1e-9, "relative error {rel}");
+}
+
+#[test]
+fn preset_16384_reaches_depth_6_with_estimated_precision() {
+    let params = ParametersLiteral::seal_n16384().build().unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(13);
+    let sk = SecretKey::generate(&params, &mut rng).unwrap();
+    let pk = PublicKey::new(&sk, &mut rng).unwrap();
+    let rlk = RelinearizationKey::new(&sk, &mut rng).unwrap();
+    let (enc, e) = (Encoder::new(&params), Evaluator::new(&params));
+    let n = params.slots();
+    let mut want = vec![1.0; n];
+    let mut acc: Option<Ciphertext> = None;
+    for _ in 0..7 {
+        let x: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        want.iter_mut().zip(&x).for_each(|(w, v)| *w *= v);
+        let level = acc.as_ref().map_or(params.max_level(), Ciphertext::level);
+        let ct = pk
+            .encrypt(&enc.encode(&x, params.scale(), level).unwrap(), &mut rng)
+            .unwrap();
+        acc = Some(match acc {
+            None => ct,
+            Some(a) => e
+                .rescale(&e.multiply_relin(&a, &ct, &rlk).unwrap())
+                .unwrap(),
+        });
+    }
+    let acc = acc.unwrap();
+    assert_eq!(acc.level(), 0);
+    let p = precision(&want, &enc.decode(&sk.decrypt(&acc).unwrap()).unwrap());
+    println!(
+        "depth 6 precision {p:.1} bits, estimate {:.1}",
+        params.precision_bits(6)
+    );
+    assert!(p >= params.precision_bits(6), "{p}");
+}
+
+#[test]
+fn secret_key_round_trips_through_its_explicit_export() {
+    let c = ctx();
+    let coeffs = c.sk.expose_secret_coefficients().unwrap();
+    assert_eq!(coeffs.len(), c.params.n());
+    assert!(coeffs.iter().all(|x| (-1..=1).contains(x)));
+    let sk2 = SecretKey::from_secret_coefficients(&c.params, &coeffs).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(14);
+    let x = random_values(&mut rng, 16);
+    let ct = encrypt(c, &x, &mut rng);
+    let out = c.enc.decode(&sk2.decrypt(&ct).unwrap()).unwrap();
+    assert!(precision(&x, &out[..16]) >= 20.0);
+    assert!(matches!(
+        SecretKey::from_secret_coefficients(&c.params, &[2; 8192]),
+        Err(HeError::InvalidSecretKey)
+    ));
+    assert!(matches!(
+        SecretKey::from_secret_coefficients(&c.params, &[0; 10]),
+        Err(HeError::InvalidSecretKey)
+    ));
 }

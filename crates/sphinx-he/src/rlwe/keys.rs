@@ -67,6 +67,38 @@ impl SecretKey {
         self.params.id()
     }
 
+    /// The ternary coefficients of `s`, for a caller that must persist the key (e.g. a client
+    /// writing it to a 0600 file). Deliberately loud: this is the whole secret. The buffer is
+    /// zeroized when dropped.
+    ///
+    /// # Errors
+    /// Only on an internal shape error.
+    pub fn expose_secret_coefficients(&self) -> Result<zeroize::Zeroizing<Vec<i8>>> {
+        let basis = self.params.q_basis(0)?;
+        let mut limb0 =
+            Poly::<Ntt>::from_data(basis, self.s.limb(0).to_vec())?.into_coeff(basis)?;
+        let m = basis.moduli()[0];
+        let out: Vec<i8> = limb0.limb(0).iter().map(|&x| m.center(x) as i8).collect();
+        limb0.data_mut().zeroize();
+        Ok(zeroize::Zeroizing::new(out))
+    }
+
+    /// Rebuilds a secret key from [`expose_secret_coefficients`](Self::expose_secret_coefficients).
+    ///
+    /// # Errors
+    /// [`HeError::InvalidSecretKey`] unless there are exactly `N` coefficients in {-1, 0, 1}.
+    pub fn from_secret_coefficients(params: &Arc<Parameters>, coeffs: &[i8]) -> Result<Self> {
+        if coeffs.len() != params.n() || coeffs.iter().any(|c| !(-1..=1).contains(c)) {
+            return Err(HeError::InvalidSecretKey);
+        }
+        let wide: Vec<i64> = coeffs.iter().map(|&c| c as i64).collect();
+        let s = small_ntt(params.full_basis(), wide)?;
+        Ok(Self {
+            params: Arc::clone(params),
+            s,
+        })
+    }
+
     /// Limbs `0..=level` of `s` (NTT form).
     pub(crate) fn s_q(&self, level: usize) -> &[u64] {
         &self.s.data()[..(level + 1) * self.params.n()]
