@@ -283,14 +283,31 @@ fn quick_bench_writes_every_key() {
 }
 
 #[test]
-fn bench_runs_on_a_two_thread_pool() {
-    let run = sphinx(&["bench", "ckks", "--reps", "1", "--threads", "2"]);
+fn bench_runs_on_a_two_thread_pool_in_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ours.json");
+    let run = sphinx(&[
+        "bench",
+        "ckks",
+        "--reps",
+        "1",
+        "--threads",
+        "2",
+        "--rounds",
+        "2",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
     assert!(
         run.status.success(),
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(String::from_utf8_lossy(&run.stderr).contains("2 thread(s)"));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(v["rounds"], 2);
+    assert_eq!(v["threads"], 2);
+    assert_eq!(v["reps"]["add"], 2, "one timed run per round");
     assert!(
         !sphinx(&["bench", "ckks", "--threads", "0"])
             .status
