@@ -6,6 +6,12 @@
 
 use crate::error::{MathError, Result};
 
+/// All ones if `v > half`, else zero.
+#[inline(always)]
+fn above(v: u64, half: u64) -> u64 {
+    0u64.wrapping_sub((v > half) as u64)
+}
+
 /// A modulus `2 <= q < 2^62` with a precomputed Barrett constant `floor(2^128 / q)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Modulus {
@@ -83,17 +89,15 @@ impl Modulus {
     #[inline(always)]
     pub fn reduce_i64(&self, x: i64) -> u64 {
         let r = self.reduce(x.unsigned_abs());
-        if x < 0 { self.neg(r) } else { r }
+        // Branch-free select on the sign (signs of encoded data are unpredictable).
+        let mask = (x >> 63) as u64;
+        (self.neg(r) & mask) | (r & !mask)
     }
 
     /// The representative of `x` in `(-q/2, q/2]`.
     #[inline(always)]
     pub fn center(&self, x: u64) -> i64 {
-        if x > self.value >> 1 {
-            x as i64 - self.value as i64
-        } else {
-            x as i64
-        }
+        x.wrapping_sub(self.value & above(x, self.value >> 1)) as i64
     }
 
     /// `a + b mod q`.
@@ -259,17 +263,20 @@ impl Modulus {
     pub fn lift_centered(&self, out: &mut [u64], src: &[u64], p: u64) {
         let half = p >> 1;
         let q = self.value;
+        // Branch-free selects: the comparison is data-dependent and unpredictable.
         if p <= q {
             // No reduction needed: v or v - p + q, both in [0, q).
             let shift = q - p;
             for (o, &v) in out.iter_mut().zip(src) {
-                *o = if v > half { v + shift } else { v };
+                *o = v + (shift & above(v, half));
             }
         } else {
             let p_mod = self.reduce(p);
             for (o, &v) in out.iter_mut().zip(src) {
                 let r = self.reduce(v);
-                *o = if v > half { self.sub(r, p_mod) } else { r };
+                let t = self.sub(r, p_mod);
+                let mask = above(v, half);
+                *o = (t & mask) | (r & !mask);
             }
         }
     }

@@ -307,11 +307,8 @@ impl Poly<Coeff> {
         for (limb, m) in p.data.chunks_exact_mut(n).zip(basis.moduli()) {
             let q = m.value();
             for (o, &c) in limb.iter_mut().zip(coeffs) {
-                *o = if c < 0 {
-                    q.wrapping_add(c as u64)
-                } else {
-                    c as u64
-                };
+                // Branch-free: signs of secrets and errors are random.
+                *o = (c as u64).wrapping_add(q & ((c >> 63) as u64));
             }
         }
         Ok(p)
