@@ -60,6 +60,7 @@ pub mod ckks;
 pub mod error;
 pub mod params;
 pub mod rlwe;
+pub mod serialization;
 
 pub use ckks::{Complex, Encoder, Evaluator};
 pub use error::{HeError, InvalidParametersReason, Result};
@@ -67,3 +68,4 @@ pub use params::{ParamId, Parameters, ParametersLiteral, SecurityLevel, Suggesti
 pub use rlwe::{
     Ciphertext, GaloisKeys, KeySwitchingKey, Plaintext, PublicKey, RelinearizationKey, SecretKey,
 };
+pub use serialization::{DecodeError, Serializable};
