@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DpError, Result};
 use crate::params::{Delta, Epsilon, NoiseMultiplier, SampleRate};
 use crate::rdp::{
-    default_orders, epsilon_from_rdp, rdp_gaussian, rdp_subsampled_gaussian, validate_orders,
+    FractionalSeries, default_orders, epsilon_from_rdp, rdp_curve_with, rdp_gaussian,
+    validate_orders,
 };
 
 /// How a step's batch was drawn.
@@ -85,19 +86,25 @@ impl DpEvent {
         }
     }
 
-    /// This event's RDP at each order.
+    /// This event's RDP at each order (default fractional series).
     #[must_use]
     pub fn rdp(&self, orders: &[f64]) -> Vec<f64> {
+        self.rdp_with(orders, FractionalSeries::default())
+    }
+
+    /// This event's RDP at each order, with a choice of fractional series.
+    #[must_use]
+    pub fn rdp_with(&self, orders: &[f64], series: FractionalSeries) -> Vec<f64> {
         let Mechanism::Gaussian { noise_multiplier } = self.mechanism;
-        orders
-            .iter()
-            .map(|&a| match self.sampler {
-                Sampler::Poisson { sample_rate } => {
-                    rdp_subsampled_gaussian(sample_rate, noise_multiplier, a)
-                }
-                Sampler::Full => rdp_gaussian(noise_multiplier, a),
-            })
-            .collect()
+        match self.sampler {
+            Sampler::Poisson { sample_rate } => {
+                rdp_curve_with(sample_rate, noise_multiplier, orders, series)
+            }
+            Sampler::Full => orders
+                .iter()
+                .map(|&a| rdp_gaussian(noise_multiplier, a))
+                .collect(),
+        }
     }
 }
 
@@ -128,6 +135,8 @@ struct AccountantState {
     format: String,
     version: u32,
     orders: Vec<f64>,
+    #[serde(default)]
+    series: FractionalSeries,
     history: Vec<StepRecord>,
 }
 
@@ -139,6 +148,7 @@ const STATE_VERSION: u32 = 1;
 #[serde(try_from = "AccountantState", into = "AccountantState")]
 pub struct RdpAccountant {
     orders: Vec<f64>,
+    series: FractionalSeries,
     history: Vec<StepRecord>,
     total: Vec<f64>,
     /// RDP curve of the most recent event, so per-step composition costs O(orders).
@@ -159,6 +169,7 @@ impl RdpAccountant {
         Self {
             total: vec![0.0; orders.len()],
             orders,
+            series: FractionalSeries::default(),
             history: Vec::new(),
             cache: None,
         }
@@ -169,10 +180,20 @@ impl RdpAccountant {
     /// # Errors
     /// [`DpError::InvalidOrders`] unless every order is finite and > 1.
     pub fn with_orders(orders: Vec<f64>) -> Result<Self> {
+        Self::with_series(orders, FractionalSeries::default())
+    }
+
+    /// An empty accountant on a custom grid and fractional-series mode
+    /// ([`FractionalSeries::Signed`] is exact and tighter).
+    ///
+    /// # Errors
+    /// [`DpError::InvalidOrders`] unless every order is finite and > 1.
+    pub fn with_series(orders: Vec<f64>, series: FractionalSeries) -> Result<Self> {
         validate_orders(&orders)?;
         Ok(Self {
             total: vec![0.0; orders.len()],
             orders,
+            series,
             history: Vec::new(),
             cache: None,
         })
@@ -182,6 +203,12 @@ impl RdpAccountant {
     #[must_use]
     pub fn orders(&self) -> &[f64] {
         &self.orders
+    }
+
+    /// How fractional orders are evaluated.
+    #[must_use]
+    pub const fn series(&self) -> FractionalSeries {
+        self.series
     }
 
     /// The composed RDP at each order.
@@ -207,7 +234,7 @@ impl RdpAccountant {
         if count == 0 {
             return;
         }
-        let curve = cached_rdp(&mut self.cache, &self.orders, event);
+        let curve = cached_rdp(&mut self.cache, &self.orders, self.series, event);
         for (t, r) in self.total.iter_mut().zip(curve) {
             *t += count as f64 * r;
         }
@@ -236,7 +263,7 @@ impl RdpAccountant {
         count: u64,
         delta: Delta,
     ) -> Result<EpsilonReport> {
-        let curve = cached_rdp(&mut self.cache, &self.orders, event);
+        let curve = cached_rdp(&mut self.cache, &self.orders, self.series, event);
         let total: Vec<f64> = self
             .total
             .iter()
@@ -251,11 +278,12 @@ impl RdpAccountant {
 fn cached_rdp<'c>(
     cache: &'c mut Option<(DpEvent, Vec<f64>)>,
     orders: &[f64],
+    series: FractionalSeries,
     event: DpEvent,
 ) -> &'c [f64] {
     let fresh = !matches!(cache, Some((e, _)) if *e == event);
     if fresh {
-        *cache = Some((event, event.rdp(orders)));
+        *cache = Some((event, event.rdp_with(orders, series)));
     }
     match cache {
         Some((_, curve)) => curve,
@@ -305,6 +333,7 @@ impl From<RdpAccountant> for AccountantState {
             format: STATE_FORMAT.to_owned(),
             version: STATE_VERSION,
             orders: acc.orders,
+            series: acc.series,
             history: acc.history,
         }
     }
@@ -323,7 +352,7 @@ impl TryFrom<AccountantState> for RdpAccountant {
         if state.history.iter().any(|r| r.count == 0) {
             return Err(DpError::InvalidState("a history record has count 0".into()));
         }
-        let mut acc = Self::with_orders(state.orders)?;
+        let mut acc = Self::with_series(state.orders, state.series)?;
         for record in state.history {
             acc.compose(record.event, record.count);
         }

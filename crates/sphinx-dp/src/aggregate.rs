@@ -76,7 +76,9 @@ pub struct DpStepOutput {
 /// assert_eq!(out.batch_size, batch.len());
 /// # Ok::<(), sphinx_dp::DpError>(())
 /// ```
-#[derive(Debug, Clone)]
+///
+/// Deliberately not `Clone`: a clone would replay the same noise. `Debug` omits
+/// the generator state.
 pub struct DpSgdAggregator {
     dim: usize,
     config: DpSgdConfig,
@@ -87,6 +89,16 @@ pub struct DpSgdAggregator {
     /// `(C/g)² = 4^k`: exact bound on a rounded gradient's squared lattice norm.
     max_lattice_sq: u128,
     rng: DpRng,
+}
+
+impl std::fmt::Debug for DpSgdAggregator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpSgdAggregator")
+            .field("dim", &self.dim)
+            .field("config", &self.config)
+            .field("noise", &self.noise)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DpSgdAggregator {
@@ -253,19 +265,38 @@ impl DpStep<'_> {
     /// [`DpError::DimensionMismatch`], [`DpError::NonFiniteGradient`] (the sum is
     /// then unchanged), [`DpError::AccumulatorOverflow`] after about 2^63/2^k samples.
     pub fn add(&mut self, grad: &[f32]) -> Result<ClipInfo> {
+        self.add_parts(&[grad])
+    }
+
+    /// Like [`add`](Self::add) for one example whose gradient is split into parts
+    /// (e.g. one slice per layer), concatenated in order; the parts are clipped
+    /// *jointly* (one norm over all of them), as DESIGN.md §3.1 requires.
+    ///
+    /// # Errors
+    /// As [`add`](Self::add); `DimensionMismatch` compares the total length.
+    pub fn add_parts(&mut self, parts: &[&[f32]]) -> Result<ClipInfo> {
         let sample = self.norms.len();
-        if grad.len() != self.agg.dim {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total != self.agg.dim {
             return Err(DpError::DimensionMismatch {
                 expected: self.agg.dim,
-                got: grad.len(),
+                got: total,
             });
         }
-        let norm = l2_norm(grad).map_err(|e| match e {
-            DpError::NonFiniteGradient { coordinate, .. } => {
-                DpError::NonFiniteGradient { sample, coordinate }
-            }
-            other => other,
-        })?;
+        let mut sq_norm = 0.0f64;
+        let mut offset = 0;
+        for part in parts {
+            let n = l2_norm(part).map_err(|e| match e {
+                DpError::NonFiniteGradient { coordinate, .. } => DpError::NonFiniteGradient {
+                    sample,
+                    coordinate: offset + coordinate,
+                },
+                other => other,
+            })?;
+            sq_norm += n * n;
+            offset += part.len();
+        }
+        let norm = sq_norm.sqrt();
         // Each rounded coordinate is at most 2^k in magnitude, so n samples sum to ≤ n·2^k.
         let per_sample_max = self.agg.max_lattice_sq.isqrt().max(1);
         let headroom = (i64::MAX as u128) / per_sample_max;
@@ -277,9 +308,14 @@ impl DpStep<'_> {
         loop {
             let scale = factor / grid;
             let mut sq: u128 = 0;
-            for (dst, &v) in self.lattice.iter_mut().zip(grad) {
-                // |v·scale| ≤ 2^k(1 + tiny) ≤ 2^41, far inside i64.
-                let r = (f64::from(v) * scale).round() as i64;
+            let values = parts.iter().flat_map(|p| p.iter());
+            for (dst, &v) in self.lattice.iter_mut().zip(values) {
+                // |v·scale| ≤ 2^k(1 + tiny) ≤ 2^41, far inside i64. Rounding half
+                // away from zero via a truncating cast: `f64::round` is a libm call
+                // on baseline x86-64. Any deterministic rounding is fine, because
+                // the exact norm check below bounds the sensitivity.
+                let x = f64::from(v) * scale;
+                let r = (x + 0.5f64.copysign(x)) as i64;
                 *dst = r;
                 sq += u128::from(r.unsigned_abs()).pow(2);
             }
@@ -440,6 +476,29 @@ mod tests {
         );
         assert_eq!(step.batch_size(), 1);
         assert!(DpSgdAggregator::seeded(2, config(1.0, 0.5, 0), 5).is_err());
+    }
+
+    #[test]
+    fn parts_are_clipped_jointly() {
+        let mut a = DpSgdAggregator::seeded(4, config(1.0, 0.5, 4), 11).unwrap();
+        let mut b = DpSgdAggregator::seeded(4, config(1.0, 0.5, 4), 11).unwrap();
+        let mut sa = a.begin_step();
+        let ia = sa.add_parts(&[&[3.0, 0.0], &[0.0, 4.0]]).unwrap();
+        let mut sb = b.begin_step();
+        let ib = sb.add(&[3.0, 0.0, 0.0, 4.0]).unwrap();
+        assert_eq!(ia, ib);
+        assert_eq!(ia.norm, 5.0);
+        assert_eq!(sa.finish(), sb.finish());
+        let mut c = DpSgdAggregator::seeded(4, config(1.0, 0.5, 4), 11).unwrap();
+        let mut sc = c.begin_step();
+        assert_eq!(
+            sc.add_parts(&[&[1.0], &[2.0, f32::NAN, 0.0]]),
+            Err(DpError::NonFiniteGradient {
+                sample: 0,
+                coordinate: 2
+            })
+        );
+        assert!(sc.add_parts(&[&[1.0], &[2.0]]).is_err());
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub fn calibrate_noise(
         });
     }
     let eval = |sigma: f64| -> Result<(f64, f64)> {
-        let mut acc = RdpAccountant::with_orders(template.orders().to_vec())?;
+        let mut acc = RdpAccountant::with_series(template.orders().to_vec(), template.series())?;
         acc.compose(
             DpEvent::poisson_gaussian(sample_rate, NoiseMultiplier::new(sigma)?),
             steps,

@@ -41,8 +41,8 @@
 //! relative error of order `d·exp(−2π²S)` (CKS 2020, §2–§4). At `S ≥ 2^56` this is
 //! far below anything representable, so the discrete mechanism has the same RDP
 //! curve as the continuous one it replaces, and the accountant's ε applies. The
-//! sampler conditions on `|Y| ≤ T` with `T ≥ 64·√S` to keep intermediates in
-//! `u128`; the discarded tail has mass below `exp(−2000)`.
+//! sampler conditions on `|Y| ≤ T` with `T > 63·√S` to keep intermediates in
+//! `u128`; the discarded tail has mass below `exp(−1980)`.
 //!
 //! Residual leakage: the sampler's running time depends on its output (Jin et al.
 //! 2022); it runs on the client, and its time is small next to a training step.

@@ -31,9 +31,19 @@
 //!                      + q^{α−i} (1−q)^i e^{(j²−j)/2σ²} · ½erfc((z₀ − j)/(√2σ)) ],  j = α − i.
 //! ```
 //!
-//! Coefficients `C(α, i)` change sign for `i > α + 1`; positive and negative terms
-//! are accumulated separately in log space and subtracted once, and the series is
-//! cut when its terms are decreasing and below `e^{-36}` of the running total.
+//! Coefficients `C(α, i)` change sign for `i > α + 1`. With
+//! [`FractionalSeries::Signed`] positive and negative terms are accumulated
+//! separately in log space and subtracted once (the exact `A_α`); the default
+//! [`FractionalSeries::AbsoluteTerms`] adds their absolute values, as Google's
+//! `dp-accounting` 0.6 does, which upper-bounds `A_α`. The series is
+//! cut when its terms are decreasing and below `e^{-30}` of the running total
+//! (at most 1000 terms for the default, 20 000 for the signed series; an order
+//! that has not converged by then is reported as `+∞` and so never chosen).
+//!
+//! The absolute-value bound is loose at small orders when σ < 1 or q ≥ 0.02 (ε up
+//! to ~3× the signed value in extreme cases of our test grid), and tight (within
+//! 0.5 %) in the usual DP-SGD regime σ ≥ 1, q ≤ 0.01. We default to it so that
+//! our ε always equals the reference implementation's and is never below it.
 //!
 //! With q = 1 the mechanism is the plain Gaussian: `ε_RDP(α) = α/(2σ²)`.
 //!
@@ -56,6 +66,8 @@
 //! 63; 128, 256, 512, 1024) extended with the integers `⌊64·2^{j/4}⌋` up to 10 000
 //! (64, 76, 90, 107, …, 8192, 9741) and 10 000 itself: 183 orders. Large orders
 //! matter for very small ε (large σ), where the optimum moves far out.
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::{DpError, Result};
 use crate::params::{Delta, NoiseMultiplier, SampleRate};
@@ -149,9 +161,9 @@ fn log_factorials(n: usize) -> Vec<f64> {
     out
 }
 
-fn log_a_integer(q: f64, sigma: f64, alpha: u32) -> f64 {
-    let a = alpha as usize;
-    let lf = log_factorials(a);
+/// `lf` must hold `log k!` for `k = 0..=alpha`.
+fn log_a_integer(q: f64, sigma: f64, alpha: usize, lf: &[f64]) -> f64 {
+    let a = alpha;
     let (ln_q, ln_1mq) = (q.ln(), (-q).ln_1p());
     let two_s2 = 2.0 * sigma * sigma;
     let terms = (0..=a).map(|k| {
@@ -198,9 +210,42 @@ impl SignedLogSum {
     }
 }
 
-const MAX_SERIES_TERMS: u32 = 5_000;
+/// Cap on series terms. Past `i > α + 1` the terms alternate in sign and decay only
+/// polynomially (about `i^{-(α+2)}`), so small orders with large q need thousands.
+const MAX_SERIES_TERMS: u32 = 20_000;
 
-fn log_a_fractional(q: f64, sigma: f64, alpha: f64) -> f64 {
+/// The series stops once its terms are decreasing and below `e^{-30}` (≈ 1e-13)
+/// of the running total; in the alternating tail that bounds the truncation
+/// error by the same amount.
+const SERIES_LOG_CUTOFF: f64 = 30.0;
+
+/// How the fractional-order series is summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FractionalSeries {
+    /// The default, and what Google's `dp-accounting` 0.6 computes: the series
+    /// with the *absolute values* of its terms, at most 1000 terms (an order that
+    /// has not converged is dropped). An upper bound on `A_α`, so ε is never
+    /// under-reported; it reproduces `dp-accounting` to ~1e-10.
+    #[default]
+    AbsoluteTerms,
+    /// The signed series, up to 20 000 terms: the exact `A_α` (matches 40-digit
+    /// quadrature to ~1e-10). Never looser than [`AbsoluteTerms`](Self::AbsoluteTerms),
+    /// and much tighter (up to ~70 % lower ε in our grid) when σ < 1 or q ≥ 0.02;
+    /// identical within 0.5 % for σ ≥ 1, q ≤ 0.01.
+    Signed,
+}
+
+impl FractionalSeries {
+    const fn max_terms(self) -> u32 {
+        match self {
+            Self::Signed => MAX_SERIES_TERMS,
+            Self::AbsoluteTerms => 1_000,
+        }
+    }
+}
+
+fn log_a_fractional(q: f64, sigma: f64, alpha: f64, series: FractionalSeries) -> f64 {
     let (ln_q, ln_1mq) = (q.ln(), (-q).ln_1p());
     let two_s2 = 2.0 * sigma * sigma;
     let z0 = sigma * sigma * (1.0 / q - 1.0).ln() + 0.5;
@@ -212,12 +257,13 @@ fn log_a_fractional(q: f64, sigma: f64, alpha: f64) -> f64 {
     let mut log_binom = 0.0f64;
     let mut positive = true;
     let (mut last0, mut last1) = (f64::INFINITY, f64::INFINITY);
-    for i in 0..MAX_SERIES_TERMS {
+    let signed = series == FractionalSeries::Signed;
+    for i in 0..series.max_terms() {
         let fi = f64::from(i);
         if i > 0 {
             let ratio = alpha - fi + 1.0;
             log_binom += ratio.abs().ln() - fi.ln();
-            if ratio < 0.0 {
+            if signed && ratio < 0.0 {
                 positive = !positive;
             }
         }
@@ -237,7 +283,7 @@ fn log_a_fractional(q: f64, sigma: f64, alpha: f64) -> f64 {
         lower.add(positive, s0);
         upper.add(positive, s1);
         let total = log_add(lower.pos, upper.pos);
-        if s0 < last0 && s1 < last1 && s0.max(s1) < total - 36.0 {
+        if s0 < last0 && s1 < last1 && s0.max(s1) < total - SERIES_LOG_CUTOFF {
             return log_add(lower.value(), upper.value());
         }
         last0 = s0;
@@ -248,10 +294,42 @@ fn log_a_fractional(q: f64, sigma: f64, alpha: f64) -> f64 {
 }
 
 /// RDP of one step of the Poisson-subsampled Gaussian mechanism at order `alpha > 1`
-/// (see the [module docs](self)). Returns `+∞` where the value is unbounded or
-/// could not be computed; such orders simply never win the minimum.
+/// (see the [module docs](self)), with the default [`FractionalSeries`]. Returns
+/// `+∞` where the value is unbounded or could not be computed; such orders
+/// simply never win the minimum.
 #[must_use]
 pub fn rdp_subsampled_gaussian(q: SampleRate, sigma: NoiseMultiplier, alpha: f64) -> f64 {
+    rdp_subsampled_gaussian_with(q, sigma, alpha, FractionalSeries::default())
+}
+
+/// [`rdp_subsampled_gaussian`] with a choice of [`FractionalSeries`].
+#[must_use]
+pub fn rdp_subsampled_gaussian_with(
+    q: SampleRate,
+    sigma: NoiseMultiplier,
+    alpha: f64,
+    series: FractionalSeries,
+) -> f64 {
+    let lf = integer_order(alpha).map(log_factorials).unwrap_or_default();
+    rdp_with_table(q, sigma, alpha, &lf, series)
+}
+
+/// Orders above this use the fractional series even when integral (the exact
+/// sum would need more than 10⁶ terms).
+const MAX_EXACT_INTEGER_ORDER: f64 = 1e6;
+
+fn integer_order(alpha: f64) -> Option<usize> {
+    (alpha.fract() == 0.0 && alpha > 1.0 && alpha <= MAX_EXACT_INTEGER_ORDER)
+        .then_some(alpha as usize)
+}
+
+fn rdp_with_table(
+    q: SampleRate,
+    sigma: NoiseMultiplier,
+    alpha: f64,
+    lf: &[f64],
+    series: FractionalSeries,
+) -> f64 {
     let (q, s) = (q.get(), sigma.get());
     if alpha.is_nan() || alpha <= 1.0 || alpha.is_infinite() {
         return f64::INFINITY;
@@ -259,10 +337,9 @@ pub fn rdp_subsampled_gaussian(q: SampleRate, sigma: NoiseMultiplier, alpha: f64
     if q >= 1.0 {
         return rdp_gaussian(sigma, alpha);
     }
-    let log_a = if alpha.fract() == 0.0 && alpha <= f64::from(u32::MAX) {
-        log_a_integer(q, s, alpha as u32)
-    } else {
-        log_a_fractional(q, s, alpha)
+    let log_a = match integer_order(alpha) {
+        Some(a) if a < lf.len() => log_a_integer(q, s, a, lf),
+        _ => log_a_fractional(q, s, alpha, series),
     };
     if log_a.is_nan() {
         return f64::INFINITY;
@@ -284,9 +361,26 @@ pub fn rdp_gaussian(sigma: NoiseMultiplier, alpha: f64) -> f64 {
 /// [`rdp_subsampled_gaussian`] at every order of `orders`.
 #[must_use]
 pub fn rdp_curve(q: SampleRate, sigma: NoiseMultiplier, orders: &[f64]) -> Vec<f64> {
+    rdp_curve_with(q, sigma, orders, FractionalSeries::default())
+}
+
+/// [`rdp_curve`] with a choice of [`FractionalSeries`].
+#[must_use]
+pub fn rdp_curve_with(
+    q: SampleRate,
+    sigma: NoiseMultiplier,
+    orders: &[f64],
+    series: FractionalSeries,
+) -> Vec<f64> {
+    let max_int = orders
+        .iter()
+        .filter_map(|&a| integer_order(a))
+        .max()
+        .unwrap_or(0);
+    let lf = log_factorials(max_int);
     orders
         .iter()
-        .map(|&a| rdp_subsampled_gaussian(q, sigma, a))
+        .map(|&a| rdp_with_table(q, sigma, a, &lf, series))
         .collect()
 }
 
@@ -466,13 +560,14 @@ mod tests {
 
     #[test]
     fn integer_and_fractional_agree_near_integers() {
+        let rdp = |q, s, a| rdp_subsampled_gaussian_with(q, s, a, FractionalSeries::Signed);
         // The series for fractional α is continuous in α; at α = 5 ± 1e-9 it must
         // match the exact binomial sum at α = 5.
         let q = SampleRate::new(0.01).unwrap();
         for sigma in [0.7, 1.0, 4.0] {
             let s = NoiseMultiplier::new(sigma).unwrap();
-            let exact = rdp_subsampled_gaussian(q, s, 5.0);
-            let near = rdp_subsampled_gaussian(q, s, 5.0 + 1e-9);
+            let exact = rdp(q, s, 5.0);
+            let near = rdp(q, s, 5.0 + 1e-9);
             assert!(
                 (near / exact - 1.0).abs() < 1e-6,
                 "{sigma}: {near} vs {exact}"

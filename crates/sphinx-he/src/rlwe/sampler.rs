@@ -1,0 +1,123 @@
+//! Samplers for secrets, errors and uniform ring elements.
+//!
+//! All randomness comes from a caller-supplied cryptographically secure generator; seeded
+//! uniform polynomials come from ChaCha20 so a 32-byte seed can stand in for them.
+
+use rand::{CryptoRng, RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use sphinx_math::{Ntt, Poly, RnsBasis};
+
+use crate::params::ERROR_STD_DEV;
+
+/// Uniform ternary coefficients in {-1, 0, 1}.
+pub(crate) fn ternary<R: RngCore + CryptoRng>(n: usize, rng: &mut R) -> Vec<i64> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let mut w = rng.next_u64();
+        // 40 base-3 digits per word, rejecting the tail of the range for exact uniformity.
+        const LIMIT: u64 = 12157665459056928801; // 3^40
+        if w >= LIMIT {
+            continue;
+        }
+        for _ in 0..40 {
+            if out.len() == n {
+                break;
+            }
+            out.push((w % 3) as i64 - 1);
+            w /= 3;
+        }
+    }
+    out
+}
+
+/// Cumulative distribution of the rounded Gaussian on `[-B, B]`, scaled to `2^64`.
+fn gaussian_table() -> &'static [u64] {
+    use std::sync::OnceLock;
+    static TABLE: OnceLock<Vec<u64>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let bound = (6.0 * ERROR_STD_DEV).ceil() as i64;
+        let weights: Vec<f64> = (-bound..=bound)
+            .map(|x| (-(x as f64).powi(2) / (2.0 * ERROR_STD_DEV * ERROR_STD_DEV)).exp())
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let mut cdf: Vec<u64> = weights
+            .iter()
+            .map(|w| {
+                acc += w / total;
+                (acc * 18446744073709551616.0).min(u64::MAX as f64) as u64
+            })
+            .collect();
+        if let Some(last) = cdf.last_mut() {
+            *last = u64::MAX;
+        }
+        cdf
+    })
+}
+
+/// Discrete Gaussian coefficients with standard deviation [`ERROR_STD_DEV`], cut at 6σ.
+pub(crate) fn gaussian<R: RngCore + CryptoRng>(n: usize, rng: &mut R) -> Vec<i64> {
+    let table = gaussian_table();
+    let bound = (table.len() / 2) as i64;
+    (0..n)
+        .map(|_| {
+            let u = rng.next_u64();
+            table.partition_point(|&c| c < u) as i64 - bound
+        })
+        .collect()
+}
+
+/// A uniform polynomial over `basis`, sampled directly in NTT form (the NTT is a bijection).
+pub(crate) fn uniform<R: RngCore>(basis: &RnsBasis, rng: &mut R) -> Poly<Ntt> {
+    let mut p = Poly::<Ntt>::zero(basis);
+    let n = basis.n();
+    for (limb, m) in p.data_mut().chunks_exact_mut(n).zip(basis.moduli()) {
+        let q = m.value();
+        let mask = u64::MAX >> (64 - m.bits());
+        for x in limb.iter_mut() {
+            *x = loop {
+                let v = rng.next_u64() & mask;
+                if v < q {
+                    break v;
+                }
+            };
+        }
+    }
+    p
+}
+
+/// Expands a 32-byte seed into the uniform `c1` of a seeded ciphertext over `basis`.
+///
+/// Limb by limb, coefficient by coefficient, each residue is the first ChaCha20 output word,
+/// masked to the prime's bit length, that is below the prime. The expansion over a prefix of
+/// primes is a prefix of the expansion over all primes.
+pub fn expand_seed(basis: &RnsBasis, seed: &[u8; 32]) -> Poly<Ntt> {
+    uniform(basis, &mut ChaCha20Rng::from_seed(*seed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn gaussian_moments_match() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let xs = gaussian(200_000, &mut rng);
+        let mean = xs.iter().sum::<i64>() as f64 / xs.len() as f64;
+        let var = xs.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+        assert!(mean.abs() < 0.05, "{mean}");
+        assert!((var.sqrt() - ERROR_STD_DEV).abs() < 0.05, "{}", var.sqrt());
+        assert!(xs.iter().all(|x| x.abs() <= 20));
+    }
+
+    #[test]
+    fn ternary_is_balanced() {
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let xs = ternary(90_000, &mut rng);
+        for v in -1..=1 {
+            let c = xs.iter().filter(|&&x| x == v).count();
+            assert!((c as i64 - 30_000).abs() < 1_000, "{v}: {c}");
+        }
+    }
+}

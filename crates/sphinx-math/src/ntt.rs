@@ -1,0 +1,239 @@
+//! Negacyclic number-theoretic transform modulo a word-sized prime.
+//!
+//! The butterflies come from [`tfhe_ntt::prime64::Plan`]: its AVX2 (and, on CPUs that have it,
+//! AVX-512/IFMA) kernels with Shoup twiddles are faster than anything we would hand-write
+//! without `unsafe`, and the crate is maintained by Zama for their production TFHE stack.
+//! What it does not give us, we add here: the map from output position to evaluation point
+//! (needed to apply automorphisms directly on NTT values) and the `1/N` normalization folded
+//! into [`NttPlan::inverse`].
+
+use std::collections::HashMap;
+
+use crate::error::{MathError, Result};
+use crate::modulus::Modulus;
+
+/// Smallest ring degree tfhe-ntt accepts.
+pub const MIN_DEGREE: usize = 16;
+/// Largest ring degree we support.
+pub const MAX_DEGREE: usize = 1 << 17;
+
+pub(crate) fn check_degree(n: usize) -> Result<()> {
+    if n.is_power_of_two() && (MIN_DEGREE..=MAX_DEGREE).contains(&n) {
+        Ok(())
+    } else {
+        Err(MathError::InvalidDegree(n))
+    }
+}
+
+/// A negacyclic NTT of size `n` modulo a prime `q ≡ 1 (mod 2n)`.
+///
+/// [`forward`](Self::forward) maps the coefficients of `a(X) mod (X^n + 1)` to the values
+/// `a(ψ^{e_i})`, where `ψ` is a primitive `2n`-th root of unity and `e_i = exponents()[i]` is odd.
+pub struct NttPlan {
+    plan: tfhe_ntt::prime64::Plan,
+    modulus: Modulus,
+    /// Position `i` of the forward output holds the evaluation at `ψ^{exponents[i]}`.
+    exponents: Vec<u32>,
+    /// Inverse of `exponents`, indexed by `(e - 1) / 2`.
+    position_of: Vec<u32>,
+}
+
+impl std::fmt::Debug for NttPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NttPlan")
+            .field("n", &self.exponents.len())
+            .field("modulus", &self.modulus.value())
+            .finish()
+    }
+}
+
+impl NttPlan {
+    /// Builds the plan (twiddle tables and evaluation order).
+    ///
+    /// # Errors
+    /// [`MathError::InvalidDegree`] or [`MathError::NotNttFriendly`].
+    pub fn new(n: usize, modulus: Modulus) -> Result<Self> {
+        check_degree(n)?;
+        let q = modulus.value();
+        let err = MathError::NotNttFriendly { modulus: q, n };
+        if q >= 1 << 62 || q % (2 * n as u64) != 1 {
+            return Err(err);
+        }
+        let plan = tfhe_ntt::prime64::Plan::try_new(n, q).ok_or(err)?;
+        // The transform of `X` lists the evaluation points themselves. Take the first as ψ (any
+        // odd power of a primitive 2n-th root is one) and recover every point's exponent.
+        let mut x = vec![0u64; n];
+        x[1] = 1;
+        plan.fwd(&mut x);
+        let psi = x[0];
+        let mut log = HashMap::with_capacity(2 * n);
+        let mut pw = 1u64;
+        for e in 0..2 * n as u32 {
+            log.insert(pw, e);
+            pw = modulus.mul(pw, psi);
+        }
+        let mut exponents = Vec::with_capacity(n);
+        let mut position_of = vec![0u32; n];
+        for (i, v) in x.iter().enumerate() {
+            let e = *log
+                .get(v)
+                .ok_or(MathError::NotNttFriendly { modulus: q, n })?;
+            if e % 2 == 0 {
+                return Err(MathError::NotNttFriendly { modulus: q, n });
+            }
+            position_of[(e / 2) as usize] = i as u32;
+            exponents.push(e);
+        }
+        Ok(Self {
+            plan,
+            modulus,
+            exponents,
+            position_of,
+        })
+    }
+
+    /// Ring degree `n`.
+    #[inline]
+    pub fn n(&self) -> usize {
+        self.exponents.len()
+    }
+
+    /// The prime modulus.
+    #[inline]
+    pub fn modulus(&self) -> &Modulus {
+        &self.modulus
+    }
+
+    /// Exponent of the evaluation point at each output position (see the type docs).
+    pub fn exponents(&self) -> &[u32] {
+        &self.exponents
+    }
+
+    /// Forward transform in place: coefficients in `[0, q)` to evaluations in `[0, q)`.
+    ///
+    /// # Panics
+    /// If `a.len() != n` (an internal invariant: callers pass limbs of checked polynomials).
+    #[inline]
+    pub fn forward(&self, a: &mut [u64]) {
+        self.plan.fwd(a);
+    }
+
+    /// Inverse transform in place, including the `1/n` factor.
+    ///
+    /// # Panics
+    /// If `a.len() != n`.
+    #[inline]
+    pub fn inverse(&self, a: &mut [u64]) {
+        self.plan.inv(a);
+        self.plan.normalize(a);
+    }
+
+    /// `acc[i] += a[i] * b[i] mod q` with the backend's vectorized kernel (inputs reduced).
+    ///
+    /// # Panics
+    /// If the slices are not all of length `n`.
+    #[inline]
+    pub fn mul_accumulate(&self, acc: &mut [u64], a: &[u64], b: &[u64]) {
+        // The backend silently skips a tail that is not a multiple of its vector width.
+        assert!(acc.len() == self.n() && a.len() == self.n() && b.len() == self.n());
+        self.plan.mul_accumulate(acc, a, b);
+    }
+
+    /// The permutation that applies `X -> X^k` to NTT values: `out[i] = in[perm[i]]`.
+    ///
+    /// # Errors
+    /// [`MathError::InvalidGaloisElement`] if `k` is even.
+    pub fn galois_permutation(&self, k: u64) -> Result<Vec<u32>> {
+        let two_n = 2 * self.n() as u64;
+        if k.is_multiple_of(2) {
+            return Err(MathError::InvalidGaloisElement { k, two_n });
+        }
+        let k = k % two_n;
+        Ok(self
+            .exponents
+            .iter()
+            .map(|&e| {
+                let target = (e as u64 * k) % two_n;
+                self.position_of[(target / 2) as usize]
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::primes::ntt_primes;
+    use proptest::prelude::*;
+
+    fn schoolbook(a: &[u64], b: &[u64], m: &Modulus) -> Vec<u64> {
+        let n = a.len();
+        let mut out = vec![0u64; n];
+        for (i, &x) in a.iter().enumerate() {
+            for (j, &y) in b.iter().enumerate() {
+                let p = m.mul(x, y);
+                let k = i + j;
+                if k < n {
+                    out[k] = m.add(out[k], p);
+                } else {
+                    out[k - n] = m.sub(out[k - n], p);
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn ntt_product_matches_schoolbook(
+            log_n in 4usize..8,
+            bits in prop_oneof![Just(30u32), Just(40), Just(50), Just(60), Just(61)],
+            seed in any::<u64>(),
+        ) {
+            let n = 1 << log_n;
+            let q = ntt_primes(&[bits], n).unwrap()[0];
+            let m = Modulus::new(q).unwrap();
+            let plan = NttPlan::new(n, m).unwrap();
+            let mut s = seed;
+            let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); m.reduce(s ^ (s >> 29)) };
+            let a: Vec<u64> = (0..n).map(|_| next()).collect();
+            let b: Vec<u64> = (0..n).map(|_| next()).collect();
+            let expected = schoolbook(&a, &b, &m);
+            let (mut fa, mut fb) = (a.clone(), b.clone());
+            plan.forward(&mut fa);
+            plan.forward(&mut fb);
+            prop_assert!(fa.iter().all(|&x| x < q));
+            m.mul_assign_slice(&mut fa, &fb);
+            plan.inverse(&mut fa);
+            prop_assert_eq!(&fa, &expected);
+            let mut back = fb.clone();
+            plan.inverse(&mut back);
+            prop_assert_eq!(back, b);
+        }
+    }
+
+    #[test]
+    fn evaluation_points_are_what_the_exponents_say() {
+        let n = 64;
+        let q = ntt_primes(&[40], n).unwrap()[0];
+        let m = Modulus::new(q).unwrap();
+        let plan = NttPlan::new(n, m).unwrap();
+        let mut x = vec![0u64; n];
+        x[1] = 1;
+        plan.forward(&mut x);
+        let psi = x[0];
+        assert_eq!(m.pow(psi, n as u64), q - 1, "psi is a primitive 2n-th root");
+        let mut a: Vec<u64> = (0..n as u64).map(|i| (i * i + 7) % q).collect();
+        let coeffs = a.clone();
+        plan.forward(&mut a);
+        for (i, &e) in plan.exponents().iter().enumerate() {
+            let point = m.pow(psi, e as u64);
+            let value = coeffs
+                .iter()
+                .rev()
+                .fold(0, |acc, &c| m.add(m.mul(acc, point), c));
+            assert_eq!(a[i], value);
+        }
+    }
+}
