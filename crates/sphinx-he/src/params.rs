@@ -253,6 +253,9 @@ pub fn suggest(
     let mut q_bits = vec![q0];
     q_bits.extend(std::iter::repeat_n(scale_bits, depth));
     let special = q0.max(scale_bits);
+    if min_slots > 1 << 14 {
+        return Err(none);
+    }
     let min_log_n = (2 * min_slots.max(1)).next_power_of_two().ilog2().max(10);
     for log_n in min_log_n..=15 {
         let literal = ParametersLiteral {
@@ -747,6 +750,10 @@ mod tests {
             suggest(60, 40, 1, SecurityLevel::Classical256),
             Err(HeError::NoSecureParameters { .. })
         ));
+        for (depth, slots) in [(1, usize::MAX), (usize::MAX, 1)] {
+            let r = suggest(depth, 40, slots, SecurityLevel::Classical128);
+            assert!(matches!(r, Err(HeError::NoSecureParameters { .. })));
+        }
     }
 
     #[test]

@@ -268,6 +268,10 @@ fn mismatches_are_errors_not_panics() {
         e.rotate(&cx, 4096, &c.gk),
         Err(HeError::InvalidRotation { .. })
     ));
+    assert!(matches!(
+        e.rotate(&cx, i64::MIN, &c.gk),
+        Err(HeError::InvalidRotation { .. })
+    ));
     let only_left = GaloisKeys::new(&c.sk, &[1], false, &mut rng).unwrap();
     assert!(matches!(
         e.rotate(&cx, 3, &only_left),

@@ -293,7 +293,7 @@ impl RelinearizationKey {
 /// [`HeError::InvalidRotation`] if `|steps| >= N/2`.
 pub fn rotation_element(steps: i64, n: usize) -> Result<u64> {
     let slots = (n / 2) as i64;
-    if steps.abs() >= slots {
+    if steps.unsigned_abs() >= slots as u64 {
         return Err(HeError::InvalidRotation {
             steps,
             slots: slots as usize,
