@@ -440,9 +440,26 @@ impl Evaluator {
     /// # Errors
     /// [`HeError::ParamMismatch`], [`HeError::NoSpecialPrimes`].
     pub fn relinearize(&self, a: &Ciphertext, rlk: &RelinearizationKey) -> Result<Ciphertext> {
-        let mut out = a.clone();
-        self.relinearize_assign(&mut out, rlk)?;
-        Ok(out)
+        self.basis_of(a)?;
+        match a.polys.as_slice() {
+            [c0, c1, c2] => {
+                // Copy only c0 and c1; c2 is read in place.
+                let (mut d0, mut d1) = (c0.clone(), c1.clone());
+                key_switch_add(&self.params, a.level, c2, &rlk.0, &mut d0, &mut d1)?;
+                Ok(Ciphertext {
+                    polys: vec![d0, d1],
+                    param_id: a.param_id,
+                    level: a.level,
+                    scale: a.scale,
+                    seed: None,
+                })
+            }
+            _ => {
+                let mut out = a.clone();
+                self.relinearize_assign(&mut out, rlk)?;
+                Ok(out)
+            }
+        }
     }
 
     /// In-place [`relinearize`](Self::relinearize).
