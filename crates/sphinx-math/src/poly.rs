@@ -202,6 +202,44 @@ impl<R: Representation> Poly<R> {
         Ok(())
     }
 
+    /// `a + b` as a new polynomial, in one pass (no copy of `a` first).
+    ///
+    /// # Errors
+    /// [`MathError::ShapeMismatch`] if either operand is not over `basis`.
+    pub fn sum_of(a: &Self, b: &Self, basis: &RnsBasis) -> Result<Self> {
+        a.check(basis)?;
+        b.check(basis)?;
+        let mut data = Vec::with_capacity(a.data.len());
+        for ((x, y), m) in a.limbs().zip(b.limbs()).zip(basis.moduli()) {
+            data.extend(x.iter().zip(y).map(|(&u, &v)| m.add(u, v)));
+        }
+        Ok(Self {
+            n: a.n,
+            limbs: a.limbs,
+            data,
+            _repr: PhantomData,
+        })
+    }
+
+    /// `a - b` as a new polynomial, in one pass.
+    ///
+    /// # Errors
+    /// [`MathError::ShapeMismatch`] if either operand is not over `basis`.
+    pub fn difference_of(a: &Self, b: &Self, basis: &RnsBasis) -> Result<Self> {
+        a.check(basis)?;
+        b.check(basis)?;
+        let mut data = Vec::with_capacity(a.data.len());
+        for ((x, y), m) in a.limbs().zip(b.limbs()).zip(basis.moduli()) {
+            data.extend(x.iter().zip(y).map(|(&u, &v)| m.sub(u, v)));
+        }
+        Ok(Self {
+            n: a.n,
+            limbs: a.limbs,
+            data,
+            _repr: PhantomData,
+        })
+    }
+
     /// `self -= rhs`.
     ///
     /// # Errors
@@ -270,10 +308,19 @@ impl Poly<Coeff> {
                 got_n: coeffs.len(),
             });
         }
+        let max_abs = coeffs.iter().map(|c| c.unsigned_abs()).max().unwrap_or(0);
         let mut p = Self::zero(basis);
         for (limb, m) in p.data.chunks_exact_mut(n).zip(basis.moduli()) {
-            for (o, &c) in limb.iter_mut().zip(coeffs) {
-                *o = m.reduce_i64(c);
+            let q = m.value();
+            if max_abs < q {
+                // Already in (-q, q): a branch-free conditional add, no multiplication.
+                for (o, &c) in limb.iter_mut().zip(coeffs) {
+                    *o = (c as u64).wrapping_add(q & ((c >> 63) as u64));
+                }
+            } else {
+                for (o, &c) in limb.iter_mut().zip(coeffs) {
+                    *o = m.reduce_i64(c);
+                }
             }
         }
         Ok(p)
@@ -508,8 +555,12 @@ mod tests {
             let pc = Poly::<Coeff>::from_i64(&b, &c).unwrap().into_ntt(&b).unwrap();
             let mut s = pa.clone();
             s.add_assign(&pc, &b).unwrap();
+            prop_assert_eq!(&s, &Poly::sum_of(&pa, &pc, &b).unwrap());
             s.sub_assign(&pc, &b).unwrap();
             prop_assert_eq!(&s, &pa);
+            let mut d = pa.clone();
+            d.sub_assign(&pc, &b).unwrap();
+            prop_assert_eq!(&d, &Poly::difference_of(&pa, &pc, &b).unwrap());
             let mut m1 = pa.clone();
             m1.mul_assign(&pc, &b).unwrap();
             let mut m2 = Poly::<Ntt>::zero(&b);
