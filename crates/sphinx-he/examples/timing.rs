@@ -25,7 +25,13 @@ fn time<T>(name: &str, _iters: usize, mut f: impl FnMut() -> T) {
     let c0 = thread_cpu_ns();
     let start = Instant::now();
     // Run for at least 0.4 s so the tick-granular CPU-time total is meaningful.
-    while wall.len() < 20 || start.elapsed().as_secs_f64() < std::env::var("SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(0.4) {
+    while wall.len() < 20
+        || start.elapsed().as_secs_f64()
+            < std::env::var("SECS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0.4)
+    {
         let t = Instant::now();
         std::hint::black_box(f());
         wall.push(t.elapsed().as_secs_f64() * 1e6);

@@ -12,6 +12,28 @@
 //! Every [`Ciphertext`] and [`Plaintext`] carries its parameter id and level; operations on
 //! mismatched operands return [`HeError`], never panic.
 //!
+//! # Presets
+//! - [`ParametersLiteral::seal_n8192`]: `N = 8192`, primes `[60, 40, 40 | 60]`, scale `2^40`;
+//!   128-bit classical security (200 of 218 bits); depth 2; precision 24.2 bits estimated,
+//!   26.3 measured after depth 2 (27 bits fresh).
+//! - [`ParametersLiteral::seal_n16384`]: `N = 16384`, `[60, 6×40 | 60]`, scale `2^40`; 128-bit
+//!   classical security (360 of 438 bits); depth 6; 22.6 bits estimated, 25.4 measured after
+//!   depth 6.
+//! - [`params::suggest`] returns the smallest secure set for a depth, scale and slot count.
+//!
+//! # Operations
+//! | what | API |
+//! |---|---|
+//! | keys | [`SecretKey::generate`], [`PublicKey::new`], [`RelinearizationKey::new`], [`GaloisKeys::new`] |
+//! | encode / decode | [`Encoder::encode`], [`Encoder::encode_complex`], [`Encoder::decode`] |
+//! | encrypt | [`PublicKey::encrypt`], seeded symmetric [`SecretKey::encrypt`] (half-size `c_1`) |
+//! | decrypt | [`SecretKey::decrypt`] (2 or 3 parts) |
+//! | add / sub / negate | [`Evaluator::add`], [`Evaluator::sub`], [`Evaluator::negate`], `*_plain`, `*_assign` |
+//! | multiply | [`Evaluator::mul_plain`], [`Evaluator::mul_integer`] (no level), [`Evaluator::mul_scalar`], [`Evaluator::multiply`], [`Evaluator::multiply_relin`], [`Evaluator::linear_combination`] |
+//! | levels | [`Evaluator::relinearize`], [`Evaluator::rescale`], [`Evaluator::drop_to_level`] |
+//! | slots | [`Evaluator::rotate`], [`Evaluator::conjugate`], [`Evaluator::sum_slots`] |
+//! | batches | [`Evaluator::par_map`] (rayon) |
+//!
 //! # Example
 //! ```
 //! use rand::SeedableRng;

@@ -1,0 +1,184 @@
+//! Named architectures.
+//!
+//! | name | input | layers | parameters |
+//! |---|---|---|---|
+//! | `sphinx-mnist-cnn` | 1×28×28 | conv 5×5 16 → ReLU → avgpool 2 → conv 5×5 16 → ReLU → avgpool 2 → FC 100 → ReLU → FC 10 | 33,542 |
+//! | `sphinx-cifar10-cnn` | 3×32×32 | conv 5×5 16 → ReLU → avgpool 2 → conv 5×5 32 → ReLU → avgpool 2 → FC 100 → ReLU → FC 10 | 95,158 |
+//! | `mlp-30` | 1×28×28 | FC 30 → ReLU → FC 10 | 23,860 |
+//! | `mlp-100` | 1×28×28 | FC 100 → ReLU → FC 10 | 79,510 |
+//! | `mlp-30-square` | 1×28×28 | FC 30 → Square → FC 10 | 23,860 |
+//! | `mlp-100-square` | 1×28×28 | FC 100 → Square → FC 10 | 79,510 |
+//! | `lenet5` | 1×28×28 | conv 5×5 6 pad 2 → ReLU → avgpool 2 → conv 5×5 16 → ReLU → avgpool 2 → FC 120 → ReLU → FC 84 → ReLU → FC 10 | 61,706 |
+//!
+//! Convolutions have stride 1 and no padding unless stated; pooling windows are 2×2
+//! with stride 2; a Flatten precedes the first fully connected layer.
+//!
+//! Choices:
+//! - `sphinx-mnist-cnn` is the network of the Sphinx paper (DESIGN.md §6), exactly.
+//! - `sphinx-cifar10-cnn` keeps that network's pattern (two 5×5 conv + ReLU + 2×2 average
+//!   pool blocks, FC 100, FC 10) and widens only the second convolution to 32 channels
+//!   for the three-channel 32×32 input: about 2.3 M multiply-adds per image, so the
+//!   encrypted protocol stays affordable (a VGG-style net would be 100× more).
+//! - `mlp-30`/`mlp-100` are SEALion's DNN-30/DNN-100 shapes (784-30-10, 784-100-10) with
+//!   ReLU, because in Sphinx the data owner evaluates activations in the clear, so exact
+//!   ReLU costs nothing extra and trains better. SEALion's own non-interactive HE
+//!   inference needs a polynomial; `mlp-30-square`/`mlp-100-square` are those variants
+//!   with the square activation.
+//! - `lenet5` is LeCun et al.'s LeNet-5 layout (6 and 16 channels, FC 120-84-10, the first
+//!   convolution padded so 28×28 behaves like the original 32×32 input), with ReLU and
+//!   average pooling instead of the scaled tanh and trainable subsampling.
+
+use std::str::FromStr;
+
+use crate::error::NnError;
+use crate::layers::{LayerSpec, Shape};
+use crate::model::ModelSpec;
+
+/// A named architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Preset {
+    /// The Sphinx paper's MNIST CNN.
+    SphinxMnistCnn,
+    /// Small CNN for CIFAR-10 in the same style.
+    SphinxCifar10Cnn,
+    /// 784-30-10, ReLU.
+    Mlp30,
+    /// 784-100-10, ReLU.
+    Mlp100,
+    /// 784-30-10, square activation.
+    Mlp30Square,
+    /// 784-100-10, square activation.
+    Mlp100Square,
+    /// LeNet-5 (ReLU, average pooling).
+    Lenet5,
+}
+
+impl Preset {
+    /// Every preset.
+    pub const ALL: [Preset; 7] = [
+        Self::SphinxMnistCnn,
+        Self::SphinxCifar10Cnn,
+        Self::Mlp30,
+        Self::Mlp100,
+        Self::Mlp30Square,
+        Self::Mlp100Square,
+        Self::Lenet5,
+    ];
+
+    /// Every preset's name, in [`Self::ALL`] order.
+    pub const NAMES: [&'static str; 7] = [
+        "sphinx-mnist-cnn",
+        "sphinx-cifar10-cnn",
+        "mlp-30",
+        "mlp-100",
+        "mlp-30-square",
+        "mlp-100-square",
+        "lenet5",
+    ];
+
+    /// The preset's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SphinxMnistCnn => "sphinx-mnist-cnn",
+            Self::SphinxCifar10Cnn => "sphinx-cifar10-cnn",
+            Self::Mlp30 => "mlp-30",
+            Self::Mlp100 => "mlp-100",
+            Self::Mlp30Square => "mlp-30-square",
+            Self::Mlp100Square => "mlp-100-square",
+            Self::Lenet5 => "lenet5",
+        }
+    }
+
+    /// The architecture.
+    pub fn spec(self) -> ModelSpec {
+        use LayerSpec::{AvgPool2d, Flatten, Relu, Square};
+        let conv = |in_channels, out_channels, padding| LayerSpec::Conv2d {
+            in_channels,
+            out_channels,
+            kernel: 5,
+            stride: 1,
+            padding,
+        };
+        let fc = |in_features, out_features| LayerSpec::Linear {
+            in_features,
+            out_features,
+        };
+        let pool = AvgPool2d {
+            kernel: 2,
+            stride: 2,
+        };
+        let mnist = Shape::image(1, 28, 28);
+        let (input, layers) = match self {
+            Self::SphinxMnistCnn => (
+                mnist,
+                vec![
+                    conv(1, 16, 0),
+                    Relu,
+                    pool.clone(),
+                    conv(16, 16, 0),
+                    Relu,
+                    pool,
+                    Flatten,
+                    fc(256, 100),
+                    Relu,
+                    fc(100, 10),
+                ],
+            ),
+            Self::SphinxCifar10Cnn => (
+                Shape::image(3, 32, 32),
+                vec![
+                    conv(3, 16, 0),
+                    Relu,
+                    pool.clone(),
+                    conv(16, 32, 0),
+                    Relu,
+                    pool,
+                    Flatten,
+                    fc(800, 100),
+                    Relu,
+                    fc(100, 10),
+                ],
+            ),
+            Self::Mlp30 => (mnist, vec![Flatten, fc(784, 30), Relu, fc(30, 10)]),
+            Self::Mlp100 => (mnist, vec![Flatten, fc(784, 100), Relu, fc(100, 10)]),
+            Self::Mlp30Square => (mnist, vec![Flatten, fc(784, 30), Square, fc(30, 10)]),
+            Self::Mlp100Square => (mnist, vec![Flatten, fc(784, 100), Square, fc(100, 10)]),
+            Self::Lenet5 => (
+                mnist,
+                vec![
+                    conv(1, 6, 2),
+                    Relu,
+                    pool.clone(),
+                    conv(6, 16, 0),
+                    Relu,
+                    pool,
+                    Flatten,
+                    fc(400, 120),
+                    Relu,
+                    fc(120, 84),
+                    Relu,
+                    fc(84, 10),
+                ],
+            ),
+        };
+        ModelSpec { input, layers }
+    }
+}
+
+impl FromStr for Preset {
+    type Err = NnError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| NnError::UnknownPreset(s.to_owned()))
+    }
+}
+
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
