@@ -1,20 +1,6 @@
-//! The envelope every serialized object starts with, and a bounds-checked reader.
-//!
-//! ```text
-//! offset size field
-//!      0    4 magic            b"SPHE"
-//!      4    2 format version   u16 LE, currently 1
-//!      6    1 object type      u8, see ObjectType
-//!      7    1 flags            u8, must be 0 (reserved)
-//!      8    8 parameter id     u64 LE, fingerprint of the parameter set
-//!     16    2 level            u16 LE, index of the highest ciphertext prime in use
-//!     18    2 reserved         u16, must be 0
-//!     20    8 payload length   u64 LE, bytes after the header
-//!     28      payload
-//! ```
-//!
-//! The header is parsed and checked (magic, version, type, size limit, exact
-//! length) before any payload-sized allocation happens.
+//! The envelope every serialized object starts with (layout in the module docs),
+//! and a bounds-checked reader. The header is parsed and checked (magic, version,
+//! type, size limit, exact length) before any payload-sized allocation happens.
 
 use super::DecodeError;
 

@@ -1,19 +1,4 @@
-//! Payload layouts of the serializable objects (format version 1).
-//!
-//! All integers are little-endian; "poly over B" is one packed limb per prime of
-//! `B` in order (see the module docs); `Q_l` = `q_0 … q_l`, `QP` = all primes.
-//!
-//! | type | header level | payload |
-//! |---|---|---|
-//! | ciphertext | its level `l` | `u8` size (2 or 3), `f64` scale, `size` polys over `Q_l` |
-//! | seeded ciphertext | its level `l` | `f64` scale, 32-byte seed of `c_1`, `c_0` over `Q_l` |
-//! | plaintext | its level `l` | `f64` scale, one poly over `Q_l` |
-//! | public key | `L` | `b`, `a` over `QP` |
-//! | relinearization key | `L` | `u16` digits (`L+1`), then `b_j`, `a_j` over `QP` per digit |
-//! | Galois keys | `L` | `u32` count, `u16` digits, then per key: `u64` Galois element (odd, increasing) and its digits as above |
-//!
-//! Polynomials are stored in the NTT (evaluation) form they live in, so neither
-//! side transforms anything.
+//! Payload codecs of the serializable objects; the layouts are in the module docs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
