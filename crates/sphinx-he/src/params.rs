@@ -235,6 +235,32 @@ pub fn suggest(
     min_slots: usize,
     security: SecurityLevel,
 ) -> Result<Suggestion> {
+    suggest_inner(depth, scale_bits, min_slots, security, true)
+}
+
+/// As [`suggest`] for workloads that need no key switching (no relinearization, rotation or
+/// conjugation; the client decrypts 3-part products itself): no special prime, so more of the
+/// modulus budget goes to the ciphertext and smaller rings qualify. The precision estimate
+/// accounts for the larger public-key encryption noise (no division by `P`).
+///
+/// # Errors
+/// As [`suggest`].
+pub fn suggest_without_key_switching(
+    depth: usize,
+    scale_bits: u32,
+    min_slots: usize,
+    security: SecurityLevel,
+) -> Result<Suggestion> {
+    suggest_inner(depth, scale_bits, min_slots, security, false)
+}
+
+fn suggest_inner(
+    depth: usize,
+    scale_bits: u32,
+    min_slots: usize,
+    security: SecurityLevel,
+    key_switching: bool,
+) -> Result<Suggestion> {
     let none = HeError::NoSecureParameters {
         depth,
         scale_bits,
@@ -252,13 +278,20 @@ pub fn suggest(
     let q0 = (scale_bits + SUGGEST_HEADROOM_BITS).min(60);
     let mut q_bits = vec![q0];
     q_bits.extend(std::iter::repeat_n(scale_bits, depth));
-    let special = q0.max(scale_bits);
+    let p_bits = if key_switching {
+        vec![q0.max(scale_bits)]
+    } else {
+        Vec::new()
+    };
+    if min_slots > 1 << 14 {
+        return Err(none);
+    }
     let min_log_n = (2 * min_slots.max(1)).next_power_of_two().ilog2().max(10);
     for log_n in min_log_n..=15 {
         let literal = ParametersLiteral {
             log_n,
             q_bits: q_bits.clone(),
-            p_bits: vec![special],
+            p_bits: p_bits.clone(),
             scale_bits,
             security,
         };
@@ -266,10 +299,14 @@ pub fn suggest(
             continue;
         }
         // Small degrees may lack primes of the requested size; try the next degree then.
-        if primes::ntt_primes(&[q_bits.as_slice(), &[special]].concat(), 1 << log_n).is_err() {
+        if primes::ntt_primes(&[q_bits.as_slice(), &p_bits].concat(), 1 << log_n).is_err() {
             continue;
         }
-        let precision_bits = estimate_precision_bits(log_n, scale_bits, depth);
+        let precision_bits = if key_switching {
+            estimate_precision_bits(log_n, scale_bits, depth)
+        } else {
+            estimate_precision_bits_without_key_switching(log_n, scale_bits, depth)
+        };
         return Ok(Suggestion {
             literal,
             precision_bits,
@@ -292,6 +329,30 @@ pub fn estimate_precision_bits(log_n: u32, scale_bits: u32, depth: usize) -> f64
     let coeff_var = n * ERROR_STD_DEV * ERROR_STD_DEV / 12.0;
     let slot_std = (n / 2.0 * coeff_var).sqrt();
     let bits = scale_bits as f64 - (6.0 * slot_std).log2() - 0.5 * (depth as f64 + 1.0).log2();
+    bits.clamp(0.0, 52.0)
+}
+
+/// As [`estimate_precision_bits`] for sets without special primes, where products stay
+/// 3-part (the client decrypts them with `s` and `s²`).
+///
+/// Two terms compete. Public-key encryption noise `e_0 + u e + e_1 s` has variance
+/// `σ²(1 + 4N/3)` per coefficient (treated as in [`estimate_precision_bits`]). Rescaling a 3-part
+/// product rounds `c_2`, and that rounding error is multiplied by `s²`: in slot `j` it is
+/// `r(ζ_j)·s(ζ_j)²`, heavy-tailed because `|s(ζ_j)|²` is; its worst slot is about
+/// `1.5 · sqrt(N/12) · (2N/3) · ln N` (fitted to measurements at `N = 2^12`, `2^13`).
+pub fn estimate_precision_bits_without_key_switching(
+    log_n: u32,
+    scale_bits: u32,
+    depth: usize,
+) -> f64 {
+    let n = (1u64 << log_n) as f64;
+    let coeff_var = ERROR_STD_DEV * ERROR_STD_DEV * (1.0 + 4.0 * n / 3.0);
+    let slot_std = (n / 2.0 * coeff_var).sqrt();
+    let mut bits = scale_bits as f64 - (6.0 * slot_std).log2() - 0.5 * (depth as f64 + 1.0).log2();
+    if depth > 0 {
+        let worst = 1.5 * (n / 12.0).sqrt() * (2.0 * n / 3.0) * n.ln();
+        bits = bits.min(scale_bits as f64 - worst.log2() - 0.5 * (depth as f64).log2());
+    }
     bits.clamp(0.0, 52.0)
 }
 
@@ -747,6 +808,27 @@ mod tests {
             suggest(60, 40, 1, SecurityLevel::Classical256),
             Err(HeError::NoSecureParameters { .. })
         ));
+        for (depth, slots) in [(1, usize::MAX), (usize::MAX, 1)] {
+            let r = suggest(depth, 40, slots, SecurityLevel::Classical128);
+            assert!(matches!(r, Err(HeError::NoSecureParameters { .. })));
+        }
+    }
+
+    #[test]
+    fn suggest_without_key_switching_uses_the_whole_budget() {
+        let s = suggest_without_key_switching(1, 30, 2048, SecurityLevel::Classical128).unwrap();
+        assert_eq!(
+            (
+                s.literal.log_n,
+                s.literal.q_bits.clone(),
+                s.literal.p_bits.len()
+            ),
+            (12, vec![50, 30], 0)
+        );
+        assert!(s.literal.build().is_ok());
+        let with = suggest(1, 30, 2048, SecurityLevel::Classical128).unwrap();
+        assert_eq!(with.literal.log_n, 13);
+        assert!(s.precision_bits < with.precision_bits + 3.0);
     }
 
     #[test]

@@ -268,6 +268,10 @@ fn mismatches_are_errors_not_panics() {
         e.rotate(&cx, 4096, &c.gk),
         Err(HeError::InvalidRotation { .. })
     ));
+    assert!(matches!(
+        e.rotate(&cx, i64::MIN, &c.gk),
+        Err(HeError::InvalidRotation { .. })
+    ));
     let only_left = GaloisKeys::new(&c.sk, &[1], false, &mut rng).unwrap();
     assert!(matches!(
         e.rotate(&cx, 3, &only_left),
@@ -508,4 +512,29 @@ fn secret_key_round_trips_through_its_explicit_export() {
         SecretKey::from_secret_coefficients(&c.params, &[0; 10]),
         Err(HeError::InvalidSecretKey)
     ));
+}
+
+#[test]
+fn suggested_set_without_key_switching_meets_its_estimate() {
+    let s =
+        params::suggest_without_key_switching(1, 30, 2048, SecurityLevel::Classical128).unwrap();
+    let params = s.literal.build().unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(15);
+    let sk = SecretKey::generate(&params, &mut rng).unwrap();
+    let pk = PublicKey::new(&sk, &mut rng).unwrap();
+    let (enc, e) = (Encoder::new(&params), Evaluator::new(&params));
+    let n = params.slots();
+    let (x, y) = (random_values(&mut rng, n), random_values(&mut rng, n));
+    let top = params.max_level();
+    let cx = pk
+        .encrypt(&enc.encode(&x, params.scale(), top).unwrap(), &mut rng)
+        .unwrap();
+    let cy = pk
+        .encrypt(&enc.encode(&y, params.scale(), top).unwrap(), &mut rng)
+        .unwrap();
+    // The Sphinx server step: a 3-part product, rescaled, decrypted by the client with s and s².
+    let prod = e.rescale(&e.multiply(&cx, &cy).unwrap()).unwrap();
+    let want: Vec<f64> = x.iter().zip(&y).map(|(a, b)| a * b).collect();
+    let p = precision(&want, &enc.decode(&sk.decrypt(&prod).unwrap()).unwrap());
+    assert!(p >= s.precision_bits, "{p} < {}", s.precision_bits);
 }

@@ -270,10 +270,19 @@ impl Poly<Coeff> {
                 got_n: coeffs.len(),
             });
         }
+        let max_abs = coeffs.iter().map(|c| c.unsigned_abs()).max().unwrap_or(0);
         let mut p = Self::zero(basis);
         for (limb, m) in p.data.chunks_exact_mut(n).zip(basis.moduli()) {
-            for (o, &c) in limb.iter_mut().zip(coeffs) {
-                *o = m.reduce_i64(c);
+            let q = m.value();
+            if max_abs < q {
+                // Already in (-q, q): a branch-free conditional add, no multiplication.
+                for (o, &c) in limb.iter_mut().zip(coeffs) {
+                    *o = (c as u64).wrapping_add(q & ((c >> 63) as u64));
+                }
+            } else {
+                for (o, &c) in limb.iter_mut().zip(coeffs) {
+                    *o = m.reduce_i64(c);
+                }
             }
         }
         Ok(p)

@@ -16,7 +16,7 @@ use crate::rlwe::ciphertext::{Ciphertext, Plaintext};
 use crate::rlwe::keys::{
     GaloisKeys, KeySwitchingKey, RelinearizationKey, conjugation_element, rotation_element,
 };
-use crate::rlwe::keyswitch::key_switch_add;
+use crate::rlwe::keyswitch::{key_switch_add, key_switch_add_permuted};
 
 /// Relative tolerance for "equal" scales in additions.
 const SCALE_TOLERANCE: f64 = 1e-10;
@@ -544,9 +544,16 @@ impl Evaluator {
         let basis = self.basis_of(a)?;
         Self::require_size(a, "2", a.size() == 2)?;
         let mut c0 = a.polys[0].permute(perm)?;
-        let c1 = a.polys[1].permute(perm)?;
         let mut out1 = Poly::<Ntt>::zero(basis);
-        key_switch_add(&self.params, a.level, &c1, key, &mut c0, &mut out1)?;
+        key_switch_add_permuted(
+            &self.params,
+            a.level,
+            &a.polys[1],
+            Some(perm),
+            key,
+            &mut c0,
+            &mut out1,
+        )?;
         Ok(Ciphertext {
             polys: vec![c0, out1],
             param_id: a.param_id,

@@ -114,6 +114,16 @@ pub struct PublicKey {
     pub(crate) params: Arc<Parameters>,
     pub(crate) b: Poly<Ntt>,
     pub(crate) a: Poly<Ntt>,
+    /// The seed `a` expands from ([`expand_seed`](crate::rlwe::sampler::expand_seed)), so a
+    /// serializer can send 32 bytes instead of `a`.
+    pub(crate) seed: Option<[u8; 32]>,
+}
+
+/// A fresh 32-byte seed from `rng`.
+fn fresh_seed<R: RngCore + CryptoRng>(rng: &mut R) -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    rng.fill_bytes(&mut seed);
+    seed
 }
 
 impl PublicKey {
@@ -124,7 +134,8 @@ impl PublicKey {
     pub fn new<R: RngCore + CryptoRng>(sk: &SecretKey, rng: &mut R) -> Result<Self> {
         let params = &sk.params;
         let basis = params.full_basis();
-        let a = sampler::uniform(basis, rng);
+        let seed = fresh_seed(rng);
+        let a = sampler::expand_seed(basis, &seed);
         let mut b = small_ntt(basis, sampler::gaussian(params.n(), rng))?;
         let n = params.n();
         for (i, m) in basis.moduli().iter().enumerate() {
@@ -138,7 +149,28 @@ impl PublicKey {
             params: Arc::clone(params),
             b,
             a,
+            seed: Some(seed),
         })
+    }
+
+    /// Assembles a public key from `b` and the seed of `a` (the compact form).
+    ///
+    /// # Errors
+    /// Shape mismatch against the full basis (all primes).
+    pub fn from_seeded_parts(
+        params: &Arc<Parameters>,
+        b: Poly<Ntt>,
+        seed: [u8; 32],
+    ) -> Result<Self> {
+        let a = sampler::expand_seed(params.full_basis(), &seed);
+        let mut pk = Self::from_parts(params, b, a)?;
+        pk.seed = Some(seed);
+        Ok(pk)
+    }
+
+    /// The seed `a` was expanded from, if known.
+    pub fn seed(&self) -> Option<&[u8; 32]> {
+        self.seed.as_ref()
     }
 
     /// Assembles a public key from its polynomials (for deserialization).
@@ -153,6 +185,7 @@ impl PublicKey {
             params: Arc::clone(params),
             b,
             a,
+            seed: None,
         })
     }
 
@@ -180,11 +213,13 @@ impl PartialEq for PublicKey {
 
 /// A key that switches a ciphertext component from secret `s'` to `s` (hybrid, one digit per
 /// ciphertext prime). `b[j], a[j]` are over all primes (`Q` then `P`), NTT form.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct KeySwitchingKey {
     pub(crate) param_id: ParamId,
     pub(crate) b: Vec<Poly<Ntt>>,
     pub(crate) a: Vec<Poly<Ntt>>,
+    /// Seeds the `a_j` expand from, so a serializer can send 32 bytes per digit instead.
+    pub(crate) seeds: Option<Vec<[u8; 32]>>,
 }
 
 impl KeySwitchingKey {
@@ -207,8 +242,11 @@ impl KeySwitchingKey {
         let digits = params.q_primes().len();
         let mut bs = Vec::with_capacity(digits);
         let mut as_ = Vec::with_capacity(digits);
+        let mut seeds = Vec::with_capacity(digits);
         for j in 0..digits {
-            let a = sampler::uniform(basis, rng);
+            let seed = fresh_seed(rng);
+            let a = sampler::expand_seed(basis, &seed);
+            seeds.push(seed);
             let mut b = small_ntt(basis, sampler::gaussian(n, rng))?;
             for (i, m) in basis.moduli().iter().enumerate() {
                 let s = sk.s.limb(i);
@@ -232,7 +270,31 @@ impl KeySwitchingKey {
             param_id: params.id(),
             b: bs,
             a: as_,
+            seeds: Some(seeds),
         })
+    }
+
+    /// Assembles a key from the `b_j` and the seeds of the `a_j` (the compact form).
+    ///
+    /// # Errors
+    /// As [`from_parts`](Self::from_parts).
+    pub fn from_seeded_parts(
+        params: &Parameters,
+        b: Vec<Poly<Ntt>>,
+        seeds: Vec<[u8; 32]>,
+    ) -> Result<Self> {
+        let a = seeds
+            .iter()
+            .map(|s| sampler::expand_seed(params.full_basis(), s))
+            .collect();
+        let mut key = Self::from_parts(params, b, a)?;
+        key.seeds = Some(seeds);
+        Ok(key)
+    }
+
+    /// The seeds the `a_j` were expanded from, if known.
+    pub fn seeds(&self) -> Option<&[[u8; 32]]> {
+        self.seeds.as_deref()
     }
 
     /// Assembles a key from its polynomials (for deserialization).
@@ -254,6 +316,7 @@ impl KeySwitchingKey {
             param_id: params.id(),
             b,
             a,
+            seeds: None,
         })
     }
 
@@ -265,6 +328,13 @@ impl KeySwitchingKey {
     /// The digit keys `(b_j, a_j)`.
     pub fn polys(&self) -> (&[Poly<Ntt>], &[Poly<Ntt>]) {
         (&self.b, &self.a)
+    }
+}
+
+impl PartialEq for KeySwitchingKey {
+    /// Keys are equal when their polynomials are; whether the seeds are known does not matter.
+    fn eq(&self, other: &Self) -> bool {
+        self.param_id == other.param_id && self.b == other.b && self.a == other.a
     }
 }
 
@@ -293,7 +363,7 @@ impl RelinearizationKey {
 /// [`HeError::InvalidRotation`] if `|steps| >= N/2`.
 pub fn rotation_element(steps: i64, n: usize) -> Result<u64> {
     let slots = (n / 2) as i64;
-    if steps.abs() >= slots {
+    if steps.unsigned_abs() >= slots as u64 {
         return Err(HeError::InvalidRotation {
             steps,
             slots: slots as usize,

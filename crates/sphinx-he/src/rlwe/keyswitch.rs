@@ -17,6 +17,7 @@ use crate::rlwe::keys::KeySwitchingKey;
 
 #[derive(Default)]
 struct Scratch {
+    d_ntt: Vec<u64>,
     coeff: Vec<u64>,
     digits: Vec<u64>,
     ext: [Vec<u64>; 2],
@@ -33,6 +34,20 @@ pub(crate) fn key_switch_add(
     params: &Parameters,
     level: usize,
     d: &Poly<Ntt>,
+    key: &KeySwitchingKey,
+    out0: &mut Poly<Ntt>,
+    out1: &mut Poly<Ntt>,
+) -> Result<()> {
+    key_switch_add_permuted(params, level, d, None, key, out0, out1)
+}
+
+/// As [`key_switch_add`] on `d` permuted by `perm` (an NTT-domain automorphism), without
+/// materializing the permuted polynomial.
+pub(crate) fn key_switch_add_permuted(
+    params: &Parameters,
+    level: usize,
+    d: &Poly<Ntt>,
+    perm: Option<&[u32]>,
     key: &KeySwitchingKey,
     out0: &mut Poly<Ntt>,
     out1: &mut Poly<Ntt>,
@@ -54,8 +69,27 @@ pub(crate) fn key_switch_add(
     SCRATCH.with(|cell| -> Result<()> {
         let mut guard = cell.borrow_mut();
         let s = &mut *guard;
+        s.d_ntt.resize(nl * n, 0);
+        match perm {
+            Some(perm) if perm.len() == n => {
+                for (dst, src) in s.d_ntt.chunks_exact_mut(n).zip(d.limbs()) {
+                    for (o, &p) in dst.iter_mut().zip(perm) {
+                        *o = src[p as usize];
+                    }
+                }
+            }
+            Some(perm) => {
+                return Err(HeError::Math(sphinx_math::MathError::ShapeMismatch {
+                    expected_limbs: nl,
+                    expected_n: n,
+                    got_limbs: nl,
+                    got_n: perm.len(),
+                }));
+            }
+            None => s.d_ntt.copy_from_slice(d.data()),
+        }
         s.coeff.resize(nl * n, 0);
-        s.coeff.copy_from_slice(d.data());
+        s.coeff.copy_from_slice(&s.d_ntt);
         for (limb, plan) in s.coeff.chunks_exact_mut(n).zip(q_basis.plans()) {
             plan.inverse(limb);
         }
@@ -75,7 +109,7 @@ pub(crate) fn key_switch_add(
             let dst = &mut s.digits[..n];
             for j in 0..nl {
                 let digit: &[u64] = if t == j {
-                    d.limb(j)
+                    &s.d_ntt[j * n..(j + 1) * n]
                 } else {
                     // Centered digits: half the noise of [0, q_j) digits, and no bias that
                     // would pile up in the low-frequency slots.
