@@ -227,11 +227,12 @@ fn quick_bench_writes_every_key() {
             .as_u64()
             .unwrap_or_else(|| panic!("key_bytes.{k}"))
     };
-    // Public key: two polynomials over all primes (200 bits); switching keys: one pair per
+    // Fresh keys travel seeded: per polynomial pair, `b` over all primes (200 bits per
+    // coefficient) and a 32-byte seed for `a`; switching keys have one pair per
     // ciphertext prime.
-    let pair = 2 * 8192 * 200 / 8;
-    assert!(key("public_key") >= pair && key("public_key") < pair + 64);
-    assert!(key("relin_key") >= 3 * pair);
+    let seeded_pair = 8192 * 200 / 8 + 32;
+    assert!(key("public_key") >= seeded_pair && key("public_key") < seeded_pair + 64);
+    assert!(key("relin_key") >= 3 * seeded_pair && key("relin_key") < 3 * seeded_pair + 64);
     assert!(key("galois_key") >= key("relin_key"));
 
     // The same run compared with a peer file: ratios are ours / peer.

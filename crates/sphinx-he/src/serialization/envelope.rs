@@ -27,6 +27,12 @@ pub enum ObjectType {
     RelinKey,
     /// A set of Galois (rotation and conjugation) keys.
     GaloisKeys,
+    /// The public key with `a` replaced by its 32-byte seed.
+    SeededPublicKey,
+    /// The relinearization key with each `a_j` replaced by its seed.
+    SeededRelinKey,
+    /// Galois keys with each `a_j` replaced by its seed.
+    SeededGaloisKeys,
 }
 
 impl ObjectType {
@@ -39,6 +45,9 @@ impl ObjectType {
             Self::PublicKey => 4,
             Self::RelinKey => 5,
             Self::GaloisKeys => 6,
+            Self::SeededPublicKey => 7,
+            Self::SeededRelinKey => 8,
+            Self::SeededGaloisKeys => 9,
         }
     }
 
@@ -51,6 +60,9 @@ impl ObjectType {
             4 => Self::PublicKey,
             5 => Self::RelinKey,
             6 => Self::GaloisKeys,
+            7 => Self::SeededPublicKey,
+            8 => Self::SeededRelinKey,
+            9 => Self::SeededGaloisKeys,
             _ => return None,
         })
     }
@@ -65,6 +77,9 @@ impl std::fmt::Display for ObjectType {
             Self::PublicKey => "public key",
             Self::RelinKey => "relinearization key",
             Self::GaloisKeys => "Galois keys",
+            Self::SeededPublicKey => "seeded public key",
+            Self::SeededRelinKey => "seeded relinearization key",
+            Self::SeededGaloisKeys => "seeded Galois keys",
         })
     }
 }

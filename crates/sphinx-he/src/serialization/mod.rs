@@ -31,10 +31,15 @@
 //! | public key | `L` | `b`, `a` over `QP` |
 //! | relinearization key | `L` | `u16` digits (`L+1`), then `b_j`, `a_j` over `QP` per digit |
 //! | Galois keys | `L` | `u32` count, `u16` digits, then per key: `u64` Galois element (odd, increasing) and its digits |
+//! | seeded public key | `L` | `b` over `QP`, 32-byte seed of `a` |
+//! | seeded relinearization key | `L` | `u16` digits, then `b_j` over `QP` and the 32-byte seed of `a_j` per digit |
+//! | seeded Galois keys | `L` | as Galois keys, with seeded digits |
 //!
 //! A fresh symmetric ciphertext is stored as `c_0` plus the 32-byte seed that
 //! regenerates `c_1` ([`expand_seed`](crate::rlwe::sampler::expand_seed)), about half
-//! the size of a full one; the seed expansion is part of the format.
+//! the size of a full one; keys that know the seeds of their uniform parts travel the
+//! same way. The seed expansion is part of the format. Each decoder accepts both
+//! forms of its type.
 //!
 //! # Validation
 //! Decoding never trusts its input: the header is checked against a caller-given
