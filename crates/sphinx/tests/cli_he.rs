@@ -56,6 +56,41 @@ fn suggest_gives_seals_set_for_depth_two() {
 }
 
 #[test]
+fn suggest_without_key_switching_drops_the_special_prime() {
+    let args = [
+        "params",
+        "suggest",
+        "--depth",
+        "1",
+        "--scale-bits",
+        "30",
+        "--slots",
+        "2048",
+        "--json",
+    ];
+    let with = json(&sphinx(&args));
+    let without = json(&sphinx(&[&args[..], &["--no-key-switching"]].concat()));
+    assert_eq!(without["p_bits"].as_array().unwrap().len(), 0);
+    assert!(without["log_n"].as_u64().unwrap() <= with["log_n"].as_u64().unwrap());
+    let moduli: Vec<String> = bits(&without["moduli_bits"])
+        .iter()
+        .map(u64::to_string)
+        .collect();
+    let log_n = without["log_n"].to_string();
+    let check = sphinx(&[
+        "params",
+        "check",
+        "--log-n",
+        &log_n,
+        "--moduli-bits",
+        &moduli.join(","),
+        "--special-primes",
+        "0",
+    ]);
+    assert!(check.status.success(), "{}", stdout(&check));
+}
+
+#[test]
 fn suggest_grows_the_ring_with_depth_and_security() {
     let deep = json(&sphinx(&[
         "params",
