@@ -202,6 +202,44 @@ impl<R: Representation> Poly<R> {
         Ok(())
     }
 
+    /// `a + b` as a new polynomial, in one pass (no copy of `a` first).
+    ///
+    /// # Errors
+    /// [`MathError::ShapeMismatch`] if either operand is not over `basis`.
+    pub fn sum_of(a: &Self, b: &Self, basis: &RnsBasis) -> Result<Self> {
+        a.check(basis)?;
+        b.check(basis)?;
+        let mut data = Vec::with_capacity(a.data.len());
+        for ((x, y), m) in a.limbs().zip(b.limbs()).zip(basis.moduli()) {
+            data.extend(x.iter().zip(y).map(|(&u, &v)| m.add(u, v)));
+        }
+        Ok(Self {
+            n: a.n,
+            limbs: a.limbs,
+            data,
+            _repr: PhantomData,
+        })
+    }
+
+    /// `a - b` as a new polynomial, in one pass.
+    ///
+    /// # Errors
+    /// [`MathError::ShapeMismatch`] if either operand is not over `basis`.
+    pub fn difference_of(a: &Self, b: &Self, basis: &RnsBasis) -> Result<Self> {
+        a.check(basis)?;
+        b.check(basis)?;
+        let mut data = Vec::with_capacity(a.data.len());
+        for ((x, y), m) in a.limbs().zip(b.limbs()).zip(basis.moduli()) {
+            data.extend(x.iter().zip(y).map(|(&u, &v)| m.sub(u, v)));
+        }
+        Ok(Self {
+            n: a.n,
+            limbs: a.limbs,
+            data,
+            _repr: PhantomData,
+        })
+    }
+
     /// `self -= rhs`.
     ///
     /// # Errors
@@ -517,8 +555,12 @@ mod tests {
             let pc = Poly::<Coeff>::from_i64(&b, &c).unwrap().into_ntt(&b).unwrap();
             let mut s = pa.clone();
             s.add_assign(&pc, &b).unwrap();
+            prop_assert_eq!(&s, &Poly::sum_of(&pa, &pc, &b).unwrap());
             s.sub_assign(&pc, &b).unwrap();
             prop_assert_eq!(&s, &pa);
+            let mut d = pa.clone();
+            d.sub_assign(&pc, &b).unwrap();
+            prop_assert_eq!(&d, &Poly::difference_of(&pa, &pc, &b).unwrap());
             let mut m1 = pa.clone();
             m1.mul_assign(&pc, &b).unwrap();
             let mut m2 = Poly::<Ntt>::zero(&b);

@@ -85,9 +85,37 @@ impl Evaluator {
     /// # Errors
     /// [`HeError::ParamMismatch`], [`HeError::LevelMismatch`], [`HeError::ScaleMismatch`].
     pub fn add(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
-        let mut out = a.clone();
-        self.add_assign(&mut out, b)?;
-        Ok(out)
+        self.add_sub_new(a, b, false)
+    }
+
+    fn add_sub_new(&self, a: &Ciphertext, b: &Ciphertext, sub: bool) -> Result<Ciphertext> {
+        if a.size() != b.size() {
+            let mut out = a.clone();
+            self.add_sub_assign(&mut out, b, sub)?;
+            return Ok(out);
+        }
+        let basis = self.check_pair(a, b.param_id, b.level)?;
+        Self::check_scales(a.scale, b.scale)?;
+        // One pass per polynomial instead of a copy followed by an in-place update.
+        let polys = a
+            .polys
+            .iter()
+            .zip(&b.polys)
+            .map(|(x, y)| {
+                if sub {
+                    Poly::difference_of(x, y, basis)
+                } else {
+                    Poly::sum_of(x, y, basis)
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Ciphertext {
+            polys,
+            param_id: a.param_id,
+            level: a.level,
+            scale: a.scale,
+            seed: None,
+        })
     }
 
     /// `a += b` (sizes may differ; the result has the larger size).
@@ -103,9 +131,7 @@ impl Evaluator {
     /// # Errors
     /// As [`add`](Self::add).
     pub fn sub(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
-        let mut out = a.clone();
-        self.sub_assign(&mut out, b)?;
-        Ok(out)
+        self.add_sub_new(a, b, true)
     }
 
     /// `a -= b`.
@@ -440,9 +466,26 @@ impl Evaluator {
     /// # Errors
     /// [`HeError::ParamMismatch`], [`HeError::NoSpecialPrimes`].
     pub fn relinearize(&self, a: &Ciphertext, rlk: &RelinearizationKey) -> Result<Ciphertext> {
-        let mut out = a.clone();
-        self.relinearize_assign(&mut out, rlk)?;
-        Ok(out)
+        self.basis_of(a)?;
+        match a.polys.as_slice() {
+            [c0, c1, c2] => {
+                // Copy only c0 and c1; c2 is read in place.
+                let (mut d0, mut d1) = (c0.clone(), c1.clone());
+                key_switch_add(&self.params, a.level, c2, &rlk.0, &mut d0, &mut d1)?;
+                Ok(Ciphertext {
+                    polys: vec![d0, d1],
+                    param_id: a.param_id,
+                    level: a.level,
+                    scale: a.scale,
+                    seed: None,
+                })
+            }
+            _ => {
+                let mut out = a.clone();
+                self.relinearize_assign(&mut out, rlk)?;
+                Ok(out)
+            }
+        }
     }
 
     /// In-place [`relinearize`](Self::relinearize).
