@@ -367,7 +367,7 @@ fn golden_digests_freeze_format_v1() {
         .unwrap();
     let level = params.max_level();
     let basis = params.q_basis(level).unwrap();
-    let poly = |salt: u64| {
+    let poly_over = |basis: &sphinx_math::RnsBasis, salt: u64| {
         let data: Vec<u64> = basis
             .moduli()
             .iter()
@@ -378,6 +378,17 @@ fn golden_digests_freeze_format_v1() {
             .collect();
         Poly::<Ntt>::from_data(basis, data).unwrap()
     };
+    let poly = |salt: u64| poly_over(basis, salt);
+    let full = params.full_basis();
+    let pk = PublicKey::from_seeded_parts(&params, poly_over(full, 5), [9u8; 32]).unwrap();
+    let rlk = RelinearizationKey(
+        KeySwitchingKey::from_seeded_parts(
+            &params,
+            vec![poly_over(full, 6), poly_over(full, 7)],
+            vec![[10u8; 32], [11u8; 32]],
+        )
+        .unwrap(),
+    );
     let ct = Ciphertext::from_parts(&params, vec![poly(1), poly(2)], level, 2f64.powi(25)).unwrap();
     let seeded =
         Ciphertext::from_seeded(&params, poly(3), [7u8; 32], level, 2f64.powi(25)).unwrap();
@@ -405,6 +416,8 @@ fn golden_digests_freeze_format_v1() {
         ("seeded", fnv1a(&seeded.to_bytes(&params).unwrap())),
         ("seeded_c1", fnv1a(&c1)),
         ("plaintext", fnv1a(&pt.to_bytes(&params).unwrap())),
+        ("seeded_public_key", fnv1a(&pk.to_bytes(&params).unwrap())),
+        ("seeded_relin_key", fnv1a(&rlk.to_bytes(&params).unwrap())),
     ]
     .into_iter()
     .map(|(k, v)| (k, format!("{v:016x}")))
@@ -415,9 +428,72 @@ fn golden_digests_freeze_format_v1() {
         ("seeded", "ad81ff72884f50c2"),
         ("seeded_c1", "2f03a3df8390599b"),
         ("plaintext", "62efc213a3420363"),
+        ("seeded_public_key", "9558fdd7bf7b2696"),
+        ("seeded_relin_key", "21103fec75090149"),
     ]
     .into_iter()
     .map(|(k, v)| (k, v.to_string()))
     .collect();
     assert_eq!(digests, pinned);
+}
+
+/// Keys without their seeds (assembled from polynomials) use the full forms; fresh keys the
+/// seeded ones, which are about half the size and decode to equal keys.
+#[test]
+fn keys_travel_seeded_or_full() {
+    let f = fixture(toy(), 10);
+    let p = &f.params;
+    let (b, a) = f.pk.polys();
+    let pk_full = PublicKey::from_parts(p, b.clone(), a.clone()).unwrap();
+    let (bs, as_) = f.rlk.0.polys();
+    let rlk_full =
+        RelinearizationKey(KeySwitchingKey::from_parts(p, bs.to_vec(), as_.to_vec()).unwrap());
+    let gk_full = GaloisKeys::from_parts(
+        p,
+        f.gk.keys()
+            .iter()
+            .map(|(&k, key)| {
+                let (b, a) = key.polys();
+                (
+                    k,
+                    KeySwitchingKey::from_parts(p, b.to_vec(), a.to_vec()).unwrap(),
+                )
+            })
+            .collect(),
+    )
+    .unwrap();
+    let pairs: [(Vec<u8>, Vec<u8>, ObjectType); 3] = [
+        (
+            round_trip(p, &f.pk),
+            round_trip(p, &pk_full),
+            ObjectType::SeededPublicKey,
+        ),
+        (
+            round_trip(p, &f.rlk),
+            round_trip(p, &rlk_full),
+            ObjectType::SeededRelinKey,
+        ),
+        (
+            round_trip(p, &f.gk),
+            round_trip(p, &gk_full),
+            ObjectType::SeededGaloisKeys,
+        ),
+    ];
+    for (seeded, full, object) in pairs {
+        assert_eq!(
+            Header::parse(&seeded, DEFAULT_SIZE_LIMIT).unwrap().object,
+            object
+        );
+        // About half: the seeds (32 bytes per polynomial) weigh more at this toy degree.
+        assert!(
+            seeded.len() * 100 < full.len() * 55,
+            "{object}: {} vs {}",
+            seeded.len(),
+            full.len()
+        );
+    }
+    // The seeded form decodes to the same key as the full one.
+    let pk = PublicKey::from_bytes(p, &f.pk.to_bytes(p).unwrap(), DEFAULT_SIZE_LIMIT).unwrap();
+    assert_eq!(pk, pk_full);
+    assert!(pk.seed().is_some());
 }

@@ -11,8 +11,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use sphinx_he::serialization::{HEADER_LEN, Serializable};
 use sphinx_he::{
-    Ciphertext, Encoder, Evaluator, GaloisKeys, Parameters, ParametersLiteral, Plaintext,
-    PublicKey, RelinearizationKey, SecretKey,
+    Ciphertext, Encoder, Evaluator, GaloisKeys, KeySwitchingKey, Parameters, ParametersLiteral,
+    Plaintext, PublicKey, RelinearizationKey, SecretKey,
 };
 
 struct Corpus {
@@ -40,7 +40,15 @@ fn corpus() -> &'static Corpus {
         let product = eval.multiply(&fresh, &fresh).unwrap();
         let low = eval.drop_to_level(&fresh, 0).unwrap();
         let p = &params;
+        // Keys assembled from polynomials have no seeds: the full key forms.
+        let (b, a) = pk.polys();
+        let pk_full = PublicKey::from_parts(p, b.clone(), a.clone()).unwrap();
+        let (bs, as_) = rlk.0.polys();
+        let rlk_full =
+            RelinearizationKey(KeySwitchingKey::from_parts(p, bs.to_vec(), as_.to_vec()).unwrap());
         let samples = vec![
+            pk_full.to_bytes(p).unwrap(),
+            rlk_full.to_bytes(p).unwrap(),
             fresh.to_bytes(p).unwrap(),
             seeded.to_bytes(p).unwrap(),
             product.to_bytes(p).unwrap(),
@@ -150,7 +158,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
 
     #[test]
-    fn mutated_encodings_never_panic(which in 0usize..8, muts in proptest::collection::vec(mutation(), 1..4), limit_shift in 0u32..24) {
+    fn mutated_encodings_never_panic(which in 0usize..10, muts in proptest::collection::vec(mutation(), 1..4), limit_shift in 0u32..24) {
         let corpus = corpus();
         let mut bytes = corpus.samples[which].clone();
         for m in &muts {
@@ -171,7 +179,7 @@ proptest! {
     }
 
     #[test]
-    fn random_payload_behind_a_valid_header_never_panics(which in 0usize..8, seed in any::<u64>()) {
+    fn random_payload_behind_a_valid_header_never_panics(which in 0usize..10, seed in any::<u64>()) {
         // Keep a valid header and replace the whole payload with noise of the right length.
         let mut bytes = corpus().samples[which].clone();
         let mut rng = ChaCha20Rng::seed_from_u64(seed);

@@ -56,6 +56,41 @@ fn suggest_gives_seals_set_for_depth_two() {
 }
 
 #[test]
+fn suggest_without_key_switching_drops_the_special_prime() {
+    let args = [
+        "params",
+        "suggest",
+        "--depth",
+        "1",
+        "--scale-bits",
+        "30",
+        "--slots",
+        "2048",
+        "--json",
+    ];
+    let with = json(&sphinx(&args));
+    let without = json(&sphinx(&[&args[..], &["--no-key-switching"]].concat()));
+    assert_eq!(without["p_bits"].as_array().unwrap().len(), 0);
+    assert!(without["log_n"].as_u64().unwrap() <= with["log_n"].as_u64().unwrap());
+    let moduli: Vec<String> = bits(&without["moduli_bits"])
+        .iter()
+        .map(u64::to_string)
+        .collect();
+    let log_n = without["log_n"].to_string();
+    let check = sphinx(&[
+        "params",
+        "check",
+        "--log-n",
+        &log_n,
+        "--moduli-bits",
+        &moduli.join(","),
+        "--special-primes",
+        "0",
+    ]);
+    assert!(check.status.success(), "{}", stdout(&check));
+}
+
+#[test]
 fn suggest_grows_the_ring_with_depth_and_security() {
     let deep = json(&sphinx(&[
         "params",
@@ -227,11 +262,12 @@ fn quick_bench_writes_every_key() {
             .as_u64()
             .unwrap_or_else(|| panic!("key_bytes.{k}"))
     };
-    // Public key: two polynomials over all primes (200 bits); switching keys: one pair per
+    // Fresh keys travel seeded: per polynomial pair, `b` over all primes (200 bits per
+    // coefficient) and a 32-byte seed for `a`; switching keys have one pair per
     // ciphertext prime.
-    let pair = 2 * 8192 * 200 / 8;
-    assert!(key("public_key") >= pair && key("public_key") < pair + 64);
-    assert!(key("relin_key") >= 3 * pair);
+    let seeded_pair = 8192 * 200 / 8 + 32;
+    assert!(key("public_key") >= seeded_pair && key("public_key") < seeded_pair + 64);
+    assert!(key("relin_key") >= 3 * seeded_pair && key("relin_key") < 3 * seeded_pair + 64);
     assert!(key("galois_key") >= key("relin_key"));
 
     // The same run compared with a peer file: ratios are ours / peer.

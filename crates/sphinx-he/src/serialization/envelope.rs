@@ -1,20 +1,6 @@
-//! The envelope every serialized object starts with, and a bounds-checked reader.
-//!
-//! ```text
-//! offset size field
-//!      0    4 magic            b"SPHE"
-//!      4    2 format version   u16 LE, currently 1
-//!      6    1 object type      u8, see ObjectType
-//!      7    1 flags            u8, must be 0 (reserved)
-//!      8    8 parameter id     u64 LE, fingerprint of the parameter set
-//!     16    2 level            u16 LE, index of the highest ciphertext prime in use
-//!     18    2 reserved         u16, must be 0
-//!     20    8 payload length   u64 LE, bytes after the header
-//!     28      payload
-//! ```
-//!
-//! The header is parsed and checked (magic, version, type, size limit, exact
-//! length) before any payload-sized allocation happens.
+//! The envelope every serialized object starts with (layout in the module docs),
+//! and a bounds-checked reader. The header is parsed and checked (magic, version,
+//! type, size limit, exact length) before any payload-sized allocation happens.
 
 use super::DecodeError;
 
@@ -41,6 +27,12 @@ pub enum ObjectType {
     RelinKey,
     /// A set of Galois (rotation and conjugation) keys.
     GaloisKeys,
+    /// The public key with `a` replaced by its 32-byte seed.
+    SeededPublicKey,
+    /// The relinearization key with each `a_j` replaced by its seed.
+    SeededRelinKey,
+    /// Galois keys with each `a_j` replaced by its seed.
+    SeededGaloisKeys,
 }
 
 impl ObjectType {
@@ -53,6 +45,9 @@ impl ObjectType {
             Self::PublicKey => 4,
             Self::RelinKey => 5,
             Self::GaloisKeys => 6,
+            Self::SeededPublicKey => 7,
+            Self::SeededRelinKey => 8,
+            Self::SeededGaloisKeys => 9,
         }
     }
 
@@ -65,6 +60,9 @@ impl ObjectType {
             4 => Self::PublicKey,
             5 => Self::RelinKey,
             6 => Self::GaloisKeys,
+            7 => Self::SeededPublicKey,
+            8 => Self::SeededRelinKey,
+            9 => Self::SeededGaloisKeys,
             _ => return None,
         })
     }
@@ -79,6 +77,9 @@ impl std::fmt::Display for ObjectType {
             Self::PublicKey => "public key",
             Self::RelinKey => "relinearization key",
             Self::GaloisKeys => "Galois keys",
+            Self::SeededPublicKey => "seeded public key",
+            Self::SeededRelinKey => "seeded relinearization key",
+            Self::SeededGaloisKeys => "seeded Galois keys",
         })
     }
 }

@@ -1,19 +1,4 @@
-//! Payload layouts of the serializable objects (format version 1).
-//!
-//! All integers are little-endian; "poly over B" is one packed limb per prime of
-//! `B` in order (see the module docs); `Q_l` = `q_0 … q_l`, `QP` = all primes.
-//!
-//! | type | header level | payload |
-//! |---|---|---|
-//! | ciphertext | its level `l` | `u8` size (2 or 3), `f64` scale, `size` polys over `Q_l` |
-//! | seeded ciphertext | its level `l` | `f64` scale, 32-byte seed of `c_1`, `c_0` over `Q_l` |
-//! | plaintext | its level `l` | `f64` scale, one poly over `Q_l` |
-//! | public key | `L` | `b`, `a` over `QP` |
-//! | relinearization key | `L` | `u16` digits (`L+1`), then `b_j`, `a_j` over `QP` per digit |
-//! | Galois keys | `L` | `u32` count, `u16` digits, then per key: `u64` Galois element (odd, increasing) and its digits as above |
-//!
-//! Polynomials are stored in the NTT (evaluation) form they live in, so neither
-//! side transforms anything.
+//! Payload codecs of the serializable objects; the layouts are in the module docs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -325,25 +310,35 @@ fn require_top_level(params: &Parameters, header: &Header) -> std::result::Resul
 }
 
 impl Serializable for PublicKey {
+    /// A key that knows the seed of `a` (every freshly generated one) is written
+    /// in the seeded form, about half the size.
     fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>> {
         let len = self.serialized_len(params)?;
         let mut out = Vec::with_capacity(len);
+        let object = match self.seed {
+            Some(_) => ObjectType::SeededPublicKey,
+            None => ObjectType::PublicKey,
+        };
         write_header(
             &mut out,
-            ObjectType::PublicKey,
+            object,
             params,
             params.max_level(),
             len - HEADER_LEN,
         );
         let qp = moduli(params.full_basis());
         write_poly(&mut out, self.b.limbs(), &qp);
-        write_poly(&mut out, self.a.limbs(), &qp);
+        match &self.seed {
+            Some(seed) => out.extend_from_slice(seed),
+            None => write_poly(&mut out, self.a.limbs(), &qp),
+        }
         Ok(out)
     }
 
     fn serialized_len(&self, params: &Parameters) -> Result<usize> {
         params.check_id(self.params.id())?;
-        Ok(HEADER_LEN + 2 * poly_len(params.n(), &moduli(params.full_basis())))
+        let poly = poly_len(params.n(), &moduli(params.full_basis()));
+        Ok(HEADER_LEN + poly + if self.seed.is_some() { 32 } else { poly })
     }
 
     fn from_bytes(
@@ -351,46 +346,77 @@ impl Serializable for PublicKey {
         bytes: &[u8],
         limit: usize,
     ) -> std::result::Result<Self, DecodeError> {
-        let (header, mut r) = open(params, bytes, limit, &[ObjectType::PublicKey])?;
+        let accept = [ObjectType::PublicKey, ObjectType::SeededPublicKey];
+        let (header, mut r) = open(params, bytes, limit, &accept)?;
         require_top_level(params, &header)?;
         let basis = params.full_basis();
         let qp = moduli(basis);
-        expect_payload(&header, 2 * poly_len(params.n(), &qp))?;
+        let poly = poly_len(params.n(), &qp);
+        let seeded = header.object == ObjectType::SeededPublicKey;
+        expect_payload(&header, poly + if seeded { 32 } else { poly })?;
         let b = read_ntt_poly(&mut r, basis, &qp, 0)?;
-        let a = read_ntt_poly(&mut r, basis, &qp, 1)?;
+        let key = if seeded {
+            let seed = r.array::<32>()?;
+            PublicKey::from_seeded_parts(params, b, seed)
+        } else {
+            let a = read_ntt_poly(&mut r, basis, &qp, 1)?;
+            PublicKey::from_parts(params, b, a)
+        };
         r.finish()?;
-        PublicKey::from_parts(params, b, a).map_err(DecodeError::Rejected)
+        key.map_err(DecodeError::Rejected)
     }
 }
 
-/// Bytes of one key-switching key's digits (without the digit count).
-fn ksk_len(params: &Parameters) -> usize {
-    let qp = moduli(params.full_basis());
-    params.q_primes().len() * 2 * poly_len(params.n(), &qp)
+/// Bytes of one key-switching key's digits (without the digit count): per digit
+/// `b_j` and either `a_j` or its 32-byte seed.
+fn ksk_len(params: &Parameters, seeded: bool) -> usize {
+    let poly = poly_len(params.n(), &moduli(params.full_basis()));
+    params.q_primes().len() * (poly + if seeded { 32 } else { poly })
 }
 
-fn write_ksk(out: &mut Vec<u8>, params: &Parameters, key: &KeySwitchingKey) {
+fn write_ksk(out: &mut Vec<u8>, params: &Parameters, key: &KeySwitchingKey, seeded: bool) {
     let qp = moduli(params.full_basis());
-    for (b, a) in key.b.iter().zip(&key.a) {
-        write_poly(out, b.limbs(), &qp);
-        write_poly(out, a.limbs(), &qp);
+    match (seeded, key.seeds()) {
+        (true, Some(seeds)) => {
+            for (b, seed) in key.b.iter().zip(seeds) {
+                write_poly(out, b.limbs(), &qp);
+                out.extend_from_slice(seed);
+            }
+        }
+        _ => {
+            for (b, a) in key.b.iter().zip(&key.a) {
+                write_poly(out, b.limbs(), &qp);
+                write_poly(out, a.limbs(), &qp);
+            }
+        }
     }
 }
 
 fn read_ksk(
     r: &mut Reader<'_>,
     params: &Parameters,
+    seeded: bool,
 ) -> std::result::Result<KeySwitchingKey, DecodeError> {
     let basis = params.full_basis();
     let qp = moduli(basis);
     let digits = params.q_primes().len();
     let mut bs = Vec::with_capacity(digits);
-    let mut as_ = Vec::with_capacity(digits);
+    let mut as_ = Vec::with_capacity(if seeded { 0 } else { digits });
+    let mut seeds = Vec::with_capacity(if seeded { digits } else { 0 });
     for j in 0..digits {
         bs.push(read_ntt_poly(r, basis, &qp, 2 * j)?);
-        as_.push(read_ntt_poly(r, basis, &qp, 2 * j + 1)?);
+        if seeded {
+            seeds.push(r.array::<32>()?);
+        } else {
+            as_.push(read_ntt_poly(r, basis, &qp, 2 * j + 1)?);
+        }
     }
-    KeySwitchingKey::from_parts(params, bs, as_).map_err(DecodeError::Rejected)
+    let key = if seeded {
+        KeySwitchingKey::from_seeded_parts(params, bs, seeds)
+    } else {
+        KeySwitchingKey::from_parts(params, bs, as_)
+    };
+    key.map_err(DecodeError::Rejected)
 }
 
 fn check_digits(params: &Parameters, found: u16) -> std::result::Result<(), DecodeError> {
@@ -403,24 +429,31 @@ fn check_digits(params: &Parameters, found: u16) -> std::result::Result<(), Deco
 }
 
 impl Serializable for RelinearizationKey {
+    /// Seeded form when the key knows the seeds of its `a_j`.
     fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>> {
         let len = self.serialized_len(params)?;
+        let seeded = self.0.seeds().is_some();
+        let object = if seeded {
+            ObjectType::SeededRelinKey
+        } else {
+            ObjectType::RelinKey
+        };
         let mut out = Vec::with_capacity(len);
         write_header(
             &mut out,
-            ObjectType::RelinKey,
+            object,
             params,
             params.max_level(),
             len - HEADER_LEN,
         );
         out.extend_from_slice(&(params.q_primes().len() as u16).to_le_bytes());
-        write_ksk(&mut out, params, &self.0);
+        write_ksk(&mut out, params, &self.0, seeded);
         Ok(out)
     }
 
     fn serialized_len(&self, params: &Parameters) -> Result<usize> {
         params.check_id(self.0.param_id)?;
-        Ok(HEADER_LEN + 2 + ksk_len(params))
+        Ok(HEADER_LEN + 2 + ksk_len(params, self.0.seeds().is_some()))
     }
 
     fn from_bytes(
@@ -428,23 +461,32 @@ impl Serializable for RelinearizationKey {
         bytes: &[u8],
         limit: usize,
     ) -> std::result::Result<Self, DecodeError> {
-        let (header, mut r) = open(params, bytes, limit, &[ObjectType::RelinKey])?;
+        let accept = [ObjectType::RelinKey, ObjectType::SeededRelinKey];
+        let (header, mut r) = open(params, bytes, limit, &accept)?;
         require_top_level(params, &header)?;
-        expect_payload(&header, 2 + ksk_len(params))?;
+        let seeded = header.object == ObjectType::SeededRelinKey;
+        expect_payload(&header, 2 + ksk_len(params, seeded))?;
         check_digits(params, r.u16()?)?;
-        let key = read_ksk(&mut r, params)?;
+        let key = read_ksk(&mut r, params, seeded)?;
         r.finish()?;
         Ok(RelinearizationKey(key))
     }
 }
 
 impl Serializable for GaloisKeys {
+    /// Seeded form when every key knows its seeds.
     fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>> {
         let len = self.serialized_len(params)?;
+        let seeded = galois_seeded(self);
+        let object = if seeded {
+            ObjectType::SeededGaloisKeys
+        } else {
+            ObjectType::GaloisKeys
+        };
         let mut out = Vec::with_capacity(len);
         write_header(
             &mut out,
-            ObjectType::GaloisKeys,
+            object,
             params,
             params.max_level(),
             len - HEADER_LEN,
@@ -454,14 +496,15 @@ impl Serializable for GaloisKeys {
         // BTreeMap iteration is by increasing element: the canonical order.
         for (&k, key) in &self.keys {
             out.extend_from_slice(&k.to_le_bytes());
-            write_ksk(&mut out, params, key);
+            write_ksk(&mut out, params, key, seeded);
         }
         Ok(out)
     }
 
     fn serialized_len(&self, params: &Parameters) -> Result<usize> {
         params.check_id(self.param_id)?;
-        Ok(HEADER_LEN + 4 + 2 + self.keys.len() * (8 + ksk_len(params)))
+        let per_key = 8 + ksk_len(params, galois_seeded(self));
+        Ok(HEADER_LEN + 4 + 2 + self.keys.len() * per_key)
     }
 
     fn from_bytes(
@@ -469,10 +512,12 @@ impl Serializable for GaloisKeys {
         bytes: &[u8],
         limit: usize,
     ) -> std::result::Result<Self, DecodeError> {
-        let (header, mut r) = open(params, bytes, limit, &[ObjectType::GaloisKeys])?;
+        let accept = [ObjectType::GaloisKeys, ObjectType::SeededGaloisKeys];
+        let (header, mut r) = open(params, bytes, limit, &accept)?;
         require_top_level(params, &header)?;
+        let seeded = header.object == ObjectType::SeededGaloisKeys;
         let count = r.u32()?;
-        let per_key = 8 + ksk_len(params) as u64;
+        let per_key = 8 + ksk_len(params, seeded) as u64;
         // u64 arithmetic: a hostile count cannot overflow before the comparison.
         let expected = 4 + 2 + u64::from(count) * per_key;
         if header.payload_len != expected {
@@ -494,9 +539,14 @@ impl Serializable for GaloisKeys {
                 ));
             }
             previous = k;
-            keys.insert(k, read_ksk(&mut r, params)?);
+            keys.insert(k, read_ksk(&mut r, params, seeded)?);
         }
         r.finish()?;
         GaloisKeys::from_parts(params, keys).map_err(DecodeError::Rejected)
     }
+}
+
+/// A Galois key set travels seeded when every key in it knows its seeds.
+fn galois_seeded(gk: &GaloisKeys) -> bool {
+    !gk.keys.is_empty() && gk.keys.values().all(|k| k.seeds().is_some())
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use sphinx_he::params::{estimate_precision_bits, suggest};
+use sphinx_he::params::{estimate_precision_bits, suggest, suggest_without_key_switching};
 use sphinx_he::{HeError, ParametersLiteral, SecurityLevel};
 
 /// `sphinx params` subcommands.
@@ -36,6 +36,10 @@ pub struct SuggestArgs {
     /// Classical security level in bits: 128, 192 or 256.
     #[arg(long, default_value_t = 128, value_parser = parse_security)]
     security: u32,
+    /// No special prime: for workloads without relinearization or rotations (the
+    /// client decrypts 3-part products itself), so smaller rings qualify.
+    #[arg(long)]
+    no_key_switching: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -123,7 +127,10 @@ impl Report {
     }
 
     fn print_text(&self) {
-        let join = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let join = |v: &[u32]| match v {
+            [] => "none".to_string(),
+            v => v.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+        };
         println!(
             "log_n           {} (N = {}, {} slots)",
             self.log_n,
@@ -164,7 +171,12 @@ pub fn run(cmd: ParamsCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn run_suggest(args: &SuggestArgs) -> anyhow::Result<ExitCode> {
-    let s = suggest(
+    let pick = if args.no_key_switching {
+        suggest_without_key_switching
+    } else {
+        suggest
+    };
+    let s = pick(
         args.depth,
         args.scale_bits,
         args.slots,
