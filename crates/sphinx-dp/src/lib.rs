@@ -25,6 +25,7 @@
 //! | [`accountant`] | stateful, serializable RDP accountant with a compressed step history |
 //! | [`calibrate`] | σ for a target ε (bisection) |
 //! | [`ledger`] | budget ledger that refuses steps beyond the target (ε, δ) |
+//! | [`pld`] | optional, tighter privacy-loss-distribution accountant (connect-the-dots + FFT) |
 //!
 //! The default accountant reproduces Google's `dp-accounting` 0.6 to 1e-10
 //! relative on ε over 1080 (q, σ, T, δ) cases; the exact signed fractional-order
@@ -56,6 +57,7 @@ pub mod error;
 pub mod ledger;
 pub mod noise;
 pub mod params;
+pub mod pld;
 pub mod rdp;
 pub mod rng;
 pub mod sampler;

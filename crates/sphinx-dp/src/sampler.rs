@@ -58,7 +58,9 @@ impl PoissonSampler {
         self.rate.get() * self.dataset_size as f64
     }
 
-    /// One batch: the sorted indices of the examples that were drawn (possibly none).
+    /// One batch: the sorted indices of the examples that were drawn. It may be
+    /// empty; callers must still apply the (pure-noise) update for an empty batch,
+    /// or the realized batch size would leak.
     pub fn sample<R: CryptoRng + ?Sized>(&self, rng: &mut R) -> Vec<usize> {
         (0..self.dataset_size)
             .filter(|_| self.coin.sample(rng))
@@ -70,13 +72,6 @@ impl PoissonSampler {
         out.clear();
         out.extend((0..self.dataset_size).filter(|_| self.coin.sample(rng)));
     }
-}
-
-/// Convenience: is the draw empty? (Batches may be empty; callers must not skip
-/// the noisy update for them, or the realized batch size would leak.)
-#[must_use]
-pub fn is_empty_batch(batch: &[usize]) -> bool {
-    batch.is_empty()
 }
 
 #[cfg(test)]
@@ -124,7 +119,7 @@ mod tests {
     fn empty_batches_happen_and_full_rate_takes_all() {
         let tiny = PoissonSampler::new(3, SampleRate::new(0.01).unwrap()).unwrap();
         let mut rng = seeded_rng(9);
-        assert!((0..50).any(|_| is_empty_batch(&tiny.sample(&mut rng))));
+        assert!((0..50).any(|_| tiny.sample(&mut rng).is_empty()));
         let all = PoissonSampler::new(5, SampleRate::new(1.0).unwrap()).unwrap();
         assert_eq!(all.sample(&mut rng), vec![0, 1, 2, 3, 4]);
         assert_eq!(

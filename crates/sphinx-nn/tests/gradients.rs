@@ -290,6 +290,15 @@ fn relu_and_square_backward() {
         relu.derivative(z.view()).unwrap(),
         ndarray::arr2(&[[0.0, 0.0, 1.0], [1.0, 0.0, 1.0]])
     );
+    let tanh = sphinx_nn::layers::Tanh::new(3);
+    assert_eq!(tanh.forward(z.view()).unwrap(), z.mapv(f32::tanh));
+    let eps = 1e-3f32;
+    let numeric = (z.mapv(|v| (v + eps).tanh()) - z.mapv(|v| (v - eps).tanh())) / (2.0 * eps) * &g;
+    let analytic = tanh.backward(z.view(), g.view()).unwrap();
+    assert!(
+        (&numeric - &analytic).iter().all(|d| d.abs() < 1e-2),
+        "{numeric} {analytic}"
+    );
     let sq = Square::new(3);
     assert_eq!(sq.forward(z.view()).unwrap(), z.mapv(|v| v * v));
     assert_eq!(sq.backward(z.view(), g.view()).unwrap(), &z * &g * 2.0);

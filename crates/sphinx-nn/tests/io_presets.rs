@@ -13,6 +13,7 @@ fn presets_build_with_documented_sizes() {
     // Parameter counts as in the table of the `presets` module docs.
     let expected = [
         ("sphinx-mnist-cnn", 33_542),
+        ("sphinx-mnist-cnn-tanh", 33_542),
         ("sphinx-cifar10-cnn", 95_158),
         ("mlp-30", 23_860),
         ("mlp-100", 79_510),

@@ -75,6 +75,46 @@ fn signed_accountant_is_tighter_for_small_sigma() {
 }
 
 #[test]
+fn pld_accountant_matches_dp_accounting_and_has_no_order() {
+    // dp-accounting 0.6 PLDAccountant (interval 1e-4): 2.6750357401 (pld_kat.json).
+    let v = json(&[
+        "privacy",
+        "epsilon",
+        "--sample-rate",
+        "0.1",
+        "--noise-multiplier",
+        "2",
+        "--steps",
+        "100",
+        "--delta",
+        "1e-6",
+        "--accountant",
+        "pld",
+        "--json",
+    ]);
+    assert_eq!(v["accountant"], "pld");
+    let eps = v["epsilon"].as_f64().unwrap();
+    assert!((eps / 2.675_035_740 - 1.0).abs() < 1e-6, "{eps}");
+    assert!(v.get("order").is_none());
+    let out = sphinx(&[
+        "privacy",
+        "noise",
+        "--sample-rate",
+        "0.1",
+        "--epsilon",
+        "2",
+        "--steps",
+        "100",
+        "--delta",
+        "1e-6",
+        "--accountant",
+        "pld",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rdp"));
+}
+
+#[test]
 fn noise_reproduces_the_target_epsilon() {
     let v = json(&[
         "privacy",

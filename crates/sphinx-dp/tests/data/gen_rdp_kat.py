@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Known-answer vectors for sphinx-dp's RDP accountant, from Google's dp-accounting.
 
-Usage (writes rdp_kat.json next to this script):
+Usage (writes rdp_kat.json and pld_kat.json next to this script; pass `rdp` or
+`pld` to regenerate only one of them):
 
     python3 -m venv /tmp/dpvenv && /tmp/dpvenv/bin/pip install dp-accounting mpmath
-    /tmp/dpvenv/bin/python crates/sphinx-dp/tests/data/gen_rdp_kat.py
+    /tmp/dpvenv/bin/python crates/sphinx-dp/tests/data/gen_rdp_kat.py [rdp|pld]
 
 What it records:
   * epsilon_cases: epsilon (and the optimal order) of `steps` compositions of the
@@ -16,6 +17,8 @@ What it records:
   * dp_accounting_excluded_orders: per (q, sigma, grid), the orders at which
     dp-accounting's fractional series did not converge (it returns inf there and
     leaves them out of the minimum).
+  * pld_kat.json: epsilon from dp_accounting.pld.PLDAccountant (connect-the-dots,
+    value_discretization_interval 1e-4) for a few (q, sigma, steps, delta).
   * log_a_quadrature: log A_alpha (Mironov-Talwar-Zhang 2019) by 40-digit numerical
     integration with mpmath, an accountant-independent reference for fractional
     orders.
@@ -78,7 +81,33 @@ def log_a_quadrature(q, sigma, alpha):
     return float(mpmath.log(mpmath.quad(integrand, pts)))
 
 
+def pld_cases():
+    """epsilon from dp_accounting.pld.PLDAccountant (connect-the-dots, interval 1e-4)."""
+    out = []
+    for q, sigma, steps, delta in ((0.01, 1.1, 1000, 1e-5), (0.1, 2.0, 100, 1e-6),
+                                   (0.004, 1.5, 1000, 1e-5), (0.02, 1.0, 300, 1e-5),
+                                   (1.0, 4.0, 10, 1e-5), (0.05, 0.8, 50, 1e-5)):
+        acc = dpa.pld.PLDAccountant(value_discretization_interval=1e-4)
+        ev = dpa.GaussianDpEvent(sigma) if q == 1.0 else event(q, sigma)
+        acc.compose(ev, steps)
+        out.append(dict(q=q, sigma=sigma, steps=steps, delta=delta, interval=1e-4,
+                        epsilon=float(acc.get_epsilon(delta))))
+    with open(os.path.join(HERE, "pld_kat.json"), "w") as f:
+        json.dump(dict(generator="crates/sphinx-dp/tests/data/gen_rdp_kat.py",
+                       dp_accounting_version=getattr(dpa, "__version__", "0.6.0"),
+                       pld_cases=out), f, indent=0)
+        f.write("\n")
+
+
 def main():
+    which = sys.argv[1:] or ["rdp", "pld"]
+    if "pld" in which:
+        pld_cases()
+    if "rdp" in which:
+        rdp_cases()
+
+
+def rdp_cases():
     ours = sphinx_orders()
     theirs = [float(o) for o in rdp_mod.DEFAULT_RDP_ORDERS]
     cases = []

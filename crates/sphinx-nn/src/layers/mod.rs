@@ -1,5 +1,5 @@
 //! Layers: the parameterized linear ones ([`Conv2d`], [`Linear`]) and the parameter-free
-//! ones ([`Relu`], [`Square`], [`AvgPool2d`], [`Flatten`]).
+//! ones ([`Relu`], [`Tanh`], [`Square`], [`AvgPool2d`], [`Flatten`]).
 //!
 //! # Data layout
 //! Every layer maps a batch `x` of shape `(B, in_dim)` to `(B, out_dim)`: one row per
@@ -15,7 +15,7 @@
 //!   channels, columns = fan-in, for convolutions in the im2col order `(c_in, ky, kx)`) and
 //!   `b`, and computes gradients from `(input, output gradient)` pairs: summed over the
 //!   batch, per sample, or just per-sample squared norms (for clipping).
-//! - [`Nonlinear`] (ReLU, Square, average pooling, flatten) has no parameters: the part
+//! - [`Nonlinear`] (ReLU, tanh, Square, average pooling, flatten) has no parameters: the part
 //!   the client evaluates in the clear, forward and backward, separately from the linear
 //!   layers.
 
@@ -27,7 +27,7 @@ mod pool;
 use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayViewMut2, Axis};
 use serde::{Deserialize, Serialize};
 
-pub use activation::{Flatten, Relu, Square};
+pub use activation::{Flatten, Relu, Square, Tanh};
 pub use conv::Conv2d;
 pub use linear::Linear;
 pub use pool::AvgPool2d;
@@ -236,6 +236,8 @@ pub enum LayerSpec {
     Relu,
     /// `z²` (HE-friendly activation).
     Square,
+    /// `tanh(z)` (bounded activation, for DP-SGD).
+    Tanh,
     /// Average pooling with a square window.
     AvgPool2d {
         /// Window side.
@@ -295,7 +297,7 @@ impl LayerSpec {
                 }
                 Ok(Shape::flat(out_features))
             }
-            Self::Relu | Self::Square => Ok(input),
+            Self::Relu | Self::Square | Self::Tanh => Ok(input),
             Self::AvgPool2d { kernel, stride } => {
                 let (h, w) = conv_out(input, kernel, stride, 0, "avg_pool2d")?;
                 Ok(Shape::image(input.channels, h, w))
@@ -337,6 +339,8 @@ pub enum Layer {
     Relu(Relu),
     /// See [`Square`].
     Square(Square),
+    /// See [`Tanh`].
+    Tanh(Tanh),
     /// See [`AvgPool2d`].
     AvgPool2d(AvgPool2d),
     /// See [`Flatten`].
@@ -364,6 +368,7 @@ impl Layer {
             } => Self::Linear(Linear::new(in_features, out_features)?),
             LayerSpec::Relu => Self::Relu(Relu::new(input.len())),
             LayerSpec::Square => Self::Square(Square::new(input.len())),
+            LayerSpec::Tanh => Self::Tanh(Tanh::new(input.len())),
             LayerSpec::AvgPool2d { kernel, stride } => {
                 Self::AvgPool2d(AvgPool2d::new(input, kernel, stride)?)
             }
@@ -387,6 +392,7 @@ impl Layer {
             },
             Self::Relu(_) => LayerSpec::Relu,
             Self::Square(_) => LayerSpec::Square,
+            Self::Tanh(_) => LayerSpec::Tanh,
             Self::AvgPool2d(p) => LayerSpec::AvgPool2d {
                 kernel: p.kernel(),
                 stride: p.stride(),
@@ -418,6 +424,7 @@ impl Layer {
         match self {
             Self::Relu(l) => Some(l),
             Self::Square(l) => Some(l),
+            Self::Tanh(l) => Some(l),
             Self::AvgPool2d(l) => Some(l),
             Self::Flatten(l) => Some(l),
             _ => None,

@@ -41,7 +41,7 @@ pub struct TrainArgs {
     /// plaintext or dp-sgd.
     #[arg(long, value_enum, default_value_t = Mode::Plaintext)]
     pub mode: Mode,
-    /// Model preset: sphinx-mnist-cnn, sphinx-cifar10-cnn, mlp-30, mlp-100,
+    /// Model preset: sphinx-mnist-cnn, sphinx-mnist-cnn-tanh, sphinx-cifar10-cnn, mlp-30, mlp-100,
     /// mlp-30-square, mlp-100-square, lenet5.
     #[arg(long, default_value = "sphinx-mnist-cnn")]
     pub model: String,

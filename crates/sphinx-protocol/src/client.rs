@@ -1,0 +1,542 @@
+//! The client (data owner) role: the secret key, the data and the DP state.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ndarray::{Array2, ArrayView2};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use rayon::prelude::*;
+use sphinx_dp::{BudgetLedger, DpEvent, DpSgdAggregator, PrivacyBudget};
+use sphinx_he::{Ciphertext, Encoder, GaloisKeys, Parameters, PublicKey, SecretKey};
+use sphinx_nn::data::Dataset;
+use sphinx_nn::layers::Layer;
+use sphinx_nn::loss::softmax_cross_entropy;
+use sphinx_nn::model::{Model, ModelSpec};
+
+use crate::accounting::{Phase, PhaseTimes};
+use crate::error::{ProtocolError, Result};
+use crate::messages::{
+    ClientMessage, CtBatch, MessageKind, ModelExport, NoisyGradient, ServerMessage, Setup,
+    TrainingConfig, WeightGradients,
+};
+
+/// The client's training settings (the DP hyperparameters live in the aggregator).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClientConfig {
+    /// SGD learning rate (public: the server applies it).
+    pub learning_rate: f32,
+    /// Seed of the model initialization (public: the server initializes `W⁰`).
+    pub init_seed: u64,
+    /// Initial value of every bias (public; see [`TrainingConfig::bias_init`]).
+    pub bias_init: f32,
+    /// The (ε, δ) the run may never exceed.
+    pub budget: PrivacyBudget,
+}
+
+/// What the client saw in one completed step (private to the client).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepOutcome {
+    /// Step index.
+    pub step: u64,
+    /// Realized Poisson batch size.
+    pub batch_size: usize,
+    /// Sum of per-sample losses before the update.
+    pub loss_sum: f64,
+    /// Correctly classified batch samples before the update.
+    pub correct: usize,
+    /// Samples whose W-gradient norm exceeded C.
+    pub clipped: usize,
+    /// ε spent after this step (at the budget's δ).
+    pub epsilon: f64,
+}
+
+struct StepState {
+    batch_len: usize,
+    labels: Vec<u8>,
+    /// Per parameterized layer, the inputs of the parameter-free layers that follow it.
+    stacks: Vec<Vec<Array2<f32>>>,
+    /// `(batch, Σ |W_l|)`: decrypted per-sample weight gradients.
+    grads: Array2<f32>,
+    received: usize,
+    backward_done: bool,
+    loss_sum: f64,
+    correct: usize,
+}
+
+/// The data-owner side of Sphinx training.
+pub struct Client {
+    params: Arc<Parameters>,
+    sk: SecretKey,
+    encoder: Encoder,
+    model: Model,
+    param_idx: Vec<usize>,
+    w_offsets: Vec<usize>,
+    w_total: usize,
+    data: Dataset,
+    agg: DpSgdAggregator,
+    ledger: BudgetLedger,
+    event: DpEvent,
+    rng: ChaCha20Rng,
+    state: Option<StepState>,
+    step: u64,
+    times: PhaseTimes,
+    last: Option<StepOutcome>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("params", &self.params.id())
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unexpected(got: MessageKind, expected: &'static str) -> ProtocolError {
+    ProtocolError::UnexpectedMessage { got, expected }
+}
+
+impl Client {
+    /// A client for `data`, generating fresh keys with `rng` (which also supplies all later
+    /// encryption randomness), and the [`Setup`] message to send first. `aggregator` holds
+    /// the DP configuration and the CSPRNG of Poisson sampling and noise; its dimension must
+    /// be the number of weights (biases are not released, so not clipped).
+    ///
+    /// # Errors
+    /// [`ProtocolError::UnsupportedModel`] if the model has no parameterized layer or the
+    /// aggregator's dimension is wrong; [`ProtocolError::He`] from key generation.
+    pub fn new(
+        params: Arc<Parameters>,
+        spec: ModelSpec,
+        data: Dataset,
+        aggregator: DpSgdAggregator,
+        config: ClientConfig,
+        mut rng: ChaCha20Rng,
+    ) -> Result<(Self, ClientMessage)> {
+        let model = Model::zeros(spec.clone())?;
+        let param_idx = model.param_layer_indices();
+        if param_idx.is_empty() {
+            return Err(ProtocolError::UnsupportedModel(
+                "no parameterized layer".into(),
+            ));
+        }
+        let mut w_offsets = Vec::new();
+        let mut w_total = 0;
+        for p in model.param_layers() {
+            w_offsets.push(w_total);
+            w_total += p.weight().len();
+        }
+        if aggregator.dim() != w_total {
+            return Err(ProtocolError::UnsupportedModel(format!(
+                "aggregator dimension {} is not the model's {w_total} weights",
+                aggregator.dim()
+            )));
+        }
+        let sk = SecretKey::generate(&params, &mut rng)?;
+        let pk = PublicKey::new(&sk, &mut rng)?;
+        let steps: Vec<i64> = std::iter::successors(Some(1i64), |s| Some(s * 2))
+            .take_while(|&s| (s as usize) < params.slots())
+            .collect();
+        let galois = GaloisKeys::new(&sk, &steps, false, &mut rng)?;
+        let dp = *aggregator.config();
+        let setup = Setup {
+            params: params.literal().clone(),
+            public_key: pk,
+            galois_keys: galois,
+            model: spec,
+            training: TrainingConfig {
+                learning_rate: config.learning_rate,
+                expected_batch_size: aggregator.expected_batch_size(),
+                init_seed: config.init_seed,
+                bias_init: config.bias_init,
+            },
+        };
+        let client = Self {
+            encoder: Encoder::new(&params),
+            params,
+            sk,
+            model,
+            param_idx,
+            w_offsets,
+            w_total,
+            data,
+            agg: aggregator,
+            ledger: BudgetLedger::new(config.budget),
+            event: DpEvent::poisson_gaussian(dp.sample_rate, dp.noise_multiplier),
+            rng,
+            state: None,
+            step: 0,
+            times: PhaseTimes::default(),
+            last: None,
+        };
+        Ok((client, ClientMessage::Setup(Box::new(setup))))
+    }
+
+    /// The privacy ledger (ε spent, history).
+    #[must_use]
+    pub fn ledger(&self) -> &BudgetLedger {
+        &self.ledger
+    }
+
+    /// Time spent per client phase so far.
+    #[must_use]
+    pub fn times(&self) -> &PhaseTimes {
+        &self.times
+    }
+
+    /// The last completed step.
+    #[must_use]
+    pub fn last_step(&self) -> Option<StepOutcome> {
+        self.last
+    }
+
+    /// Completed steps.
+    #[must_use]
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Starts a step: refuses if one more step would exceed the budget, then draws a
+    /// Poisson batch and returns the encrypted input of the first parameterized layer.
+    ///
+    /// # Errors
+    /// [`ProtocolError::BudgetExhausted`] (nothing drawn, nothing sent),
+    /// [`ProtocolError::BatchTooLarge`], [`ProtocolError::UnexpectedMessage`] while a step
+    /// is in progress.
+    pub fn start_step(&mut self) -> Result<ClientMessage> {
+        if self.state.is_some() {
+            return Err(unexpected(
+                MessageKind::ForwardInput,
+                "the current step to finish first",
+            ));
+        }
+        if !self.ledger.can_take_step(self.event)? {
+            return Err(ProtocolError::BudgetExhausted {
+                budget: self.ledger.budget().epsilon.get(),
+            });
+        }
+        let t = Instant::now();
+        let batch = self.agg.sample_batch();
+        if batch.len() > self.params.slots() {
+            return Err(ProtocolError::BatchTooLarge {
+                batch: batch.len(),
+                slots: self.params.slots(),
+            });
+        }
+        let (mut x, labels) = self.data.batch(&batch)?;
+        for layer in &self.model.layers()[..self.param_idx[0]] {
+            x = layer.forward(x.view())?;
+        }
+        let k = self.param_idx.len();
+        self.state = Some(StepState {
+            batch_len: batch.len(),
+            labels,
+            stacks: vec![Vec::new(); k],
+            grads: Array2::zeros((batch.len(), self.w_total)),
+            received: 0,
+            backward_done: false,
+            loss_sum: 0.0,
+            correct: 0,
+        });
+        self.times.add(Phase::ClientNonlinear, t.elapsed());
+        let cts = self.encrypt_columns(x.view())?;
+        Ok(ClientMessage::ForwardInput(CtBatch {
+            step: self.step,
+            layer: 0,
+            cts,
+        }))
+    }
+
+    /// Handles one server message and returns the replies.
+    ///
+    /// # Errors
+    /// [`ProtocolError::UnexpectedMessage`] / [`ProtocolError::InvalidMessage`] for a
+    /// message that does not fit the step; errors of decryption and of the DP aggregation.
+    pub fn handle(&mut self, msg: ServerMessage) -> Result<Vec<ClientMessage>> {
+        match msg {
+            ServerMessage::ForwardOutput(b) => self.on_forward(b).map(|m| vec![m]),
+            ServerMessage::BackwardOutput(b) => self.on_backward(b).map(|m| vec![m]),
+            ServerMessage::WeightGradients(g) => Ok(self.on_gradients(g)?.into_iter().collect()),
+            other => Err(unexpected(other.kind(), "a training message")),
+        }
+    }
+
+    /// The trained model: the server's `W` with the decrypted biases.
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidMessage`] if the export does not fit the architecture.
+    pub fn assemble_model(&self, export: &ModelExport) -> Result<Model> {
+        let bad = |r: &str| ProtocolError::InvalidMessage {
+            kind: MessageKind::ModelExport,
+            reason: r.to_owned(),
+        };
+        let mut model = Model::zeros(self.model.spec().clone())?;
+        if export.weights.len() != self.param_idx.len()
+            || export.biases.len() != self.param_idx.len()
+        {
+            return Err(bad("wrong number of layers"));
+        }
+        for (k, &i) in self.param_idx.iter().enumerate() {
+            let layer = model.layers_mut()[i]
+                .as_param_mut()
+                .ok_or_else(|| bad("not a parameterized layer"))?;
+            let w = &export.weights[k];
+            if w.len() != layer.weight().len() || export.biases[k].len() != layer.bias().len() {
+                return Err(bad("layer size mismatch"));
+            }
+            for (dst, &v) in layer.weight_mut().iter_mut().zip(w) {
+                *dst = v;
+            }
+            let values = self.decrypt_columns(&export.biases[k], 1)?;
+            for (dst, &v) in layer.bias_mut().iter_mut().zip(values.iter()) {
+                *dst = v;
+            }
+        }
+        Ok(model)
+    }
+
+    fn state_mut(&mut self, kind: MessageKind) -> Result<&mut StepState> {
+        self.state
+            .as_mut()
+            .ok_or_else(|| unexpected(kind, "no message outside a step"))
+    }
+
+    fn check_batch(&self, b: &CtBatch, kind: MessageKind, count: usize) -> Result<()> {
+        if b.step != self.step || b.cts.len() != count {
+            return Err(ProtocolError::InvalidMessage {
+                kind,
+                reason: format!(
+                    "step {} with {} ciphertexts; expected step {} with {count}",
+                    b.step,
+                    b.cts.len(),
+                    self.step
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The parameter-free layers after parameterized layer `k`.
+    fn stack(&self, k: usize) -> &[Layer] {
+        let start = self.param_idx[k] + 1;
+        let end = self
+            .param_idx
+            .get(k + 1)
+            .copied()
+            .unwrap_or(self.model.layers().len());
+        &self.model.layers()[start..end]
+    }
+
+    fn on_forward(&mut self, b: CtBatch) -> Result<ClientMessage> {
+        let kind = MessageKind::ForwardOutput;
+        let k = usize::from(b.layer);
+        let out_dim = self
+            .param_idx
+            .get(k)
+            .map(|&i| self.model.layers()[i].out_dim());
+        let batch_len = self.state_mut(kind)?.batch_len;
+        let Some(out_dim) = out_dim else {
+            return Err(unexpected(kind, "a known layer"));
+        };
+        self.check_batch(&b, kind, out_dim)?;
+        let t = Instant::now();
+        let mut cur = self.decrypt_columns(&b.cts, batch_len)?;
+        let mut stack = Vec::new();
+        for layer in self.stack(k) {
+            let next = layer.forward(cur.view())?;
+            stack.push(std::mem::replace(&mut cur, next));
+        }
+        let last = k + 1 == self.param_idx.len();
+        let to_send = if last {
+            let state = self.state_mut(kind)?;
+            let loss = softmax_cross_entropy(cur.view(), &state.labels)?;
+            state.loss_sum = loss.loss_sum;
+            state.correct = loss.correct;
+            let mut grad = loss.grad;
+            for (layer, input) in self.stack(k).iter().zip(&stack).rev() {
+                grad = backward_nonlinear(layer, input.view(), grad.view())?;
+            }
+            grad
+        } else {
+            cur
+        };
+        self.state_mut(kind)?.stacks[k] = stack;
+        self.times.add(Phase::ClientNonlinear, t.elapsed());
+        let cts = self.encrypt_columns(to_send.view())?;
+        if last {
+            if k == 0 {
+                self.state_mut(kind)?.backward_done = true;
+            }
+            Ok(ClientMessage::BackwardDelta(CtBatch {
+                step: self.step,
+                layer: k as u16,
+                cts,
+            }))
+        } else {
+            Ok(ClientMessage::ForwardInput(CtBatch {
+                step: self.step,
+                layer: (k + 1) as u16,
+                cts,
+            }))
+        }
+    }
+
+    fn on_backward(&mut self, b: CtBatch) -> Result<ClientMessage> {
+        let kind = MessageKind::BackwardOutput;
+        let k = usize::from(b.layer);
+        let batch_len = self.state_mut(kind)?.batch_len;
+        if k == 0 || k >= self.param_idx.len() {
+            return Err(unexpected(
+                kind,
+                "the input gradient of a layer above the first",
+            ));
+        }
+        let in_dim = self.model.layers()[self.param_idx[k]].in_dim();
+        self.check_batch(&b, kind, in_dim)?;
+        let t = Instant::now();
+        let mut grad = self.decrypt_columns(&b.cts, batch_len)?;
+        let stack = std::mem::take(&mut self.state_mut(kind)?.stacks[k - 1]);
+        for (layer, input) in self.stack(k - 1).iter().zip(&stack).rev() {
+            grad = backward_nonlinear(layer, input.view(), grad.view())?;
+        }
+        self.times.add(Phase::ClientNonlinear, t.elapsed());
+        let cts = self.encrypt_columns(grad.view())?;
+        if k == 1 {
+            self.state_mut(kind)?.backward_done = true;
+        }
+        Ok(ClientMessage::BackwardDelta(CtBatch {
+            step: self.step,
+            layer: (k - 1) as u16,
+            cts,
+        }))
+    }
+
+    fn on_gradients(&mut self, g: WeightGradients) -> Result<Option<ClientMessage>> {
+        let kind = MessageKind::WeightGradients;
+        let k = usize::from(g.layer);
+        let (Some(&offset), Some(&i)) = (self.w_offsets.get(k), self.param_idx.get(k)) else {
+            return Err(unexpected(kind, "a known layer"));
+        };
+        let layer_len = self.model.layers()[i]
+            .as_param()
+            .map_or(0, |p| p.weight().len());
+        let first = g.first as usize;
+        if g.step != self.step || first + g.cts.len() > layer_len {
+            return Err(ProtocolError::InvalidMessage {
+                kind,
+                reason: "gradient chunk outside the layer or the step".into(),
+            });
+        }
+        let batch_len = self.state_mut(kind)?.batch_len;
+        let t = Instant::now();
+        let values = self.decrypt_columns(&g.cts, batch_len)?;
+        let w_total = self.w_total;
+        let state = self.state_mut(kind)?;
+        state
+            .grads
+            .slice_mut(ndarray::s![
+                ..,
+                offset + first..offset + first + g.cts.len()
+            ])
+            .assign(&values);
+        state.received += g.cts.len();
+        let done = state.received == w_total && state.backward_done;
+        let out = if done {
+            Some(self.finish_step()?)
+        } else {
+            None
+        };
+        self.times.add(Phase::ClientGradients, t.elapsed());
+        Ok(out)
+    }
+
+    /// Clip each sample's whole W-gradient to C, sum, add N(0, σ²C²), divide by q·N,
+    /// record the step, release.
+    fn finish_step(&mut self) -> Result<ClientMessage> {
+        let state = self
+            .state
+            .take()
+            .ok_or_else(|| unexpected(MessageKind::WeightGradients, "a step in progress"))?;
+        let clip = self.agg.config().clip_norm.get();
+        let mut step = self.agg.begin_step();
+        let mut clipped = 0;
+        for row in state.grads.rows() {
+            let row = row.to_vec();
+            let info = step.add(&row)?;
+            clipped += usize::from(info.norm > clip);
+        }
+        let out = step.finish();
+        let spent = self.ledger.try_record_step(self.event)?;
+        self.last = Some(StepOutcome {
+            step: self.step,
+            batch_size: state.batch_len,
+            loss_sum: state.loss_sum,
+            correct: state.correct,
+            clipped,
+            epsilon: spent.epsilon.get(),
+        });
+        let msg = ClientMessage::NoisyGradient(NoisyGradient {
+            step: self.step,
+            gradient: out.gradient,
+        });
+        self.step += 1;
+        Ok(msg)
+    }
+
+    /// One ciphertext per column of `m` (`batch × dim`): slot `j` holds row `j`. Fresh
+    /// seeded symmetric encryptions at the top level.
+    fn encrypt_columns(&mut self, m: ArrayView2<'_, f32>) -> Result<Vec<Ciphertext>> {
+        let t = Instant::now();
+        let seeds: Vec<[u8; 32]> = (0..m.ncols())
+            .map(|_| {
+                let mut s = [0u8; 32];
+                self.rng.fill_bytes(&mut s);
+                s
+            })
+            .collect();
+        let (sk, encoder, params) = (&self.sk, &self.encoder, &self.params);
+        let out = seeds
+            .into_par_iter()
+            .enumerate()
+            .map(|(i, seed)| {
+                let mut rng = ChaCha20Rng::from_seed(seed);
+                let values: Vec<f64> = m.column(i).iter().map(|&v| f64::from(v)).collect();
+                let pt = encoder.encode(&values, params.scale(), params.max_level())?;
+                Ok(sk.encrypt(&pt, &mut rng)?)
+            })
+            .collect::<Result<Vec<_>>>();
+        self.times.add(Phase::ClientEncrypt, t.elapsed());
+        out
+    }
+
+    /// Decrypts one ciphertext per column; returns the first `rows` slots as `rows × cts`.
+    fn decrypt_columns(&self, cts: &[Ciphertext], rows: usize) -> Result<Array2<f32>> {
+        let (sk, encoder) = (&self.sk, &self.encoder);
+        let cols = cts
+            .par_iter()
+            .map(|ct| {
+                let v = encoder.decode(&sk.decrypt(ct)?)?;
+                Ok(v)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = Array2::zeros((rows, cts.len()));
+        for (i, col) in cols.iter().enumerate() {
+            for (j, &v) in col.iter().take(rows).enumerate() {
+                out[[j, i]] = v as f32;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn backward_nonlinear(
+    layer: &Layer,
+    input: ArrayView2<'_, f32>,
+    grad: ArrayView2<'_, f32>,
+) -> Result<Array2<f32>> {
+    let nl = layer.as_nonlinear().ok_or_else(|| {
+        ProtocolError::UnsupportedModel("two parameterized layers in a row".into())
+    })?;
+    Ok(nl.backward(input, grad)?)
+}

@@ -1,0 +1,54 @@
+//! The error type of `sphinx-protocol`.
+
+use crate::messages::MessageKind;
+
+/// Everything that can go wrong in a protocol run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// An error of the homomorphic-encryption engine.
+    #[error(transparent)]
+    He(#[from] sphinx_he::HeError),
+    /// An error of the differential-privacy layer.
+    #[error(transparent)]
+    Dp(#[from] sphinx_dp::DpError),
+    /// An error of the neural-network layer.
+    #[error(transparent)]
+    Nn(#[from] sphinx_nn::NnError),
+    /// The next step would take ε over the client's budget; nothing was sent.
+    #[error("privacy budget exhausted: one more step would exceed ε = {budget}")]
+    BudgetExhausted {
+        /// The budget's ε.
+        budget: f64,
+    },
+    /// A message arrived that the receiver's state does not expect.
+    #[error("unexpected {got:?} message: expected {expected}")]
+    UnexpectedMessage {
+        /// What arrived.
+        got: MessageKind,
+        /// What the state machine waits for.
+        expected: &'static str,
+    },
+    /// A message's content does not fit the session (wrong layer, count, level, step).
+    #[error("invalid {kind:?} message: {reason}")]
+    InvalidMessage {
+        /// The message type.
+        kind: MessageKind,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The sampled batch does not fit in one ciphertext's slots.
+    #[error("batch of {batch} samples exceeds the {slots} slots of a ciphertext")]
+    BatchTooLarge {
+        /// Realized batch size.
+        batch: usize,
+        /// Slots per ciphertext.
+        slots: usize,
+    },
+    /// The model cannot run in this protocol (e.g. no parameterized layer).
+    #[error("unsupported model: {0}")]
+    UnsupportedModel(String),
+}
+
+/// `Result` with [`ProtocolError`].
+pub type Result<T> = std::result::Result<T, ProtocolError>;

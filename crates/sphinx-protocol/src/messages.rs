@@ -1,0 +1,442 @@
+//! Typed, versioned protocol messages and their wire sizes.
+//!
+//! Every message travels in an envelope: magic `SPXP`, `u16` protocol version, `u8`
+//! message type, `u8` reserved (0), `u64` body length, then the body. Ciphertexts and keys
+//! inside a body are `u32`-length-prefixed objects in `sphinx-he`'s compact serialization
+//! (bit-packed limbs; fresh client encryptions in seeded, half-size form). All integers are
+//! little-endian.
+//!
+//! | message | direction | body |
+//! |---|---|---|
+//! | [`Setup`] | client → server | parameter literal, public key, Galois keys, model JSON, training config |
+//! | forward input `[a_l]` | client → server | step, layer, ciphertexts (seeded, top level) |
+//! | forward output `[z_l]` | server → client | step, layer, ciphertexts (level 0) |
+//! | backward delta `[δ_l]` | client → server | step, layer, ciphertexts (seeded, top level) |
+//! | backward output `[Wᵀδ_l]` | server → client | step, layer, ciphertexts (level 0) |
+//! | [`WeightGradients`] | server → client | step, layer, first weight, 3-part ciphertexts (level 0) |
+//! | [`NoisyGradient`] | client → server | step, `f32` noisy averaged W-gradient |
+//! | model request | client → server | empty |
+//! | [`ModelExport`] | server → client | `f32` weights, bias ciphertexts |
+//!
+//! The in-process driver passes messages by value and accounts [`ClientMessage::wire_len`] /
+//! [`ServerMessage::wire_len`], which tests pin to the length of [`ClientMessage::encode`] /
+//! [`ServerMessage::encode`].
+
+use sphinx_he::serialization::Serializable;
+use sphinx_he::{Ciphertext, GaloisKeys, Parameters, ParametersLiteral, PublicKey};
+use sphinx_nn::model::ModelSpec;
+
+use crate::error::{ProtocolError, Result};
+
+/// The wire-format version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Envelope magic.
+pub const MAGIC: [u8; 4] = *b"SPXP";
+
+/// Bytes of the envelope before the body.
+pub const ENVELOPE_LEN: usize = 4 + 2 + 1 + 1 + 8;
+
+/// Who sends a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    /// Data owner to cloud ("up").
+    ClientToServer,
+    /// Cloud to data owner ("down").
+    ServerToClient,
+}
+
+/// The message types, with their wire codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum MessageKind {
+    /// [`Setup`].
+    Setup = 1,
+    /// Encrypted input of a parameterized layer.
+    ForwardInput = 2,
+    /// Encrypted pre-activation of a parameterized layer.
+    ForwardOutput = 3,
+    /// Encrypted output gradient `δ` of a parameterized layer.
+    BackwardDelta = 4,
+    /// Encrypted input gradient `Wᵀδ` of a parameterized layer.
+    BackwardOutput = 5,
+    /// [`WeightGradients`].
+    WeightGradients = 6,
+    /// [`NoisyGradient`].
+    NoisyGradient = 7,
+    /// Request for the current model.
+    ModelRequest = 8,
+    /// [`ModelExport`].
+    ModelExport = 9,
+}
+
+impl MessageKind {
+    /// Every kind, in code order.
+    pub const ALL: [Self; 9] = [
+        Self::Setup,
+        Self::ForwardInput,
+        Self::ForwardOutput,
+        Self::BackwardDelta,
+        Self::BackwardOutput,
+        Self::WeightGradients,
+        Self::NoisyGradient,
+        Self::ModelRequest,
+        Self::ModelExport,
+    ];
+
+    /// Who sends it.
+    #[must_use]
+    pub fn direction(self) -> Direction {
+        match self {
+            Self::Setup
+            | Self::ForwardInput
+            | Self::BackwardDelta
+            | Self::NoisyGradient
+            | Self::ModelRequest => Direction::ClientToServer,
+            Self::ForwardOutput
+            | Self::BackwardOutput
+            | Self::WeightGradients
+            | Self::ModelExport => Direction::ServerToClient,
+        }
+    }
+
+    /// A stable snake-case name (for reports and JSON).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Setup => "setup",
+            Self::ForwardInput => "forward_input",
+            Self::ForwardOutput => "forward_output",
+            Self::BackwardDelta => "backward_delta",
+            Self::BackwardOutput => "backward_output",
+            Self::WeightGradients => "weight_gradients",
+            Self::NoisyGradient => "noisy_gradient",
+            Self::ModelRequest => "model_request",
+            Self::ModelExport => "model_export",
+        }
+    }
+}
+
+/// Public training hyperparameters the server needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainingConfig {
+    /// SGD learning rate applied to `W` and `[b]`.
+    pub learning_rate: f32,
+    /// The expected batch size `q·N` that the bias gradient sum is divided by (the
+    /// realized batch size stays with the client).
+    pub expected_batch_size: f64,
+    /// Seed of the server's initialization of `W⁰`.
+    pub init_seed: u64,
+    /// Every bias starts at this constant. A small positive value keeps ReLU inputs of
+    /// all-zero patches (image background) off the tie at exactly 0, where the plaintext
+    /// derivative is 0 but CKKS noise would decide it at random.
+    pub bias_init: f32,
+}
+
+/// The client's opening message: public material only.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The CKKS parameters.
+    pub params: ParametersLiteral,
+    /// For the server's encryption of `b⁰`.
+    pub public_key: PublicKey,
+    /// Rotations by powers of two, for summing bias gradients over the batch slots.
+    pub galois_keys: GaloisKeys,
+    /// The architecture.
+    pub model: ModelSpec,
+    /// Hyperparameters.
+    pub training: TrainingConfig,
+}
+
+/// One ciphertext per scalar of a layer's input, output or gradient (slot `j` = sample `j`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CtBatch {
+    /// Training step.
+    pub step: u64,
+    /// Index among the parameterized layers.
+    pub layer: u16,
+    /// The ciphertexts.
+    pub cts: Vec<Ciphertext>,
+}
+
+/// A chunk of per-sample weight gradients of one layer: ciphertext `i` holds the gradient
+/// of `W` entry `first + i` (row-major) for every sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightGradients {
+    /// Training step.
+    pub step: u64,
+    /// Index among the parameterized layers.
+    pub layer: u16,
+    /// Flat index (row-major) of the first weight in this chunk.
+    pub first: u32,
+    /// Three-part ciphertexts at level 0.
+    pub cts: Vec<Ciphertext>,
+}
+
+/// The DP-protected, averaged W-gradient of one step, in layer order, each `W` row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoisyGradient {
+    /// Training step.
+    pub step: u64,
+    /// `(Σ clip_C(g_i) + N(0, σ²C²)) / (q·N)`.
+    pub gradient: Vec<f32>,
+}
+
+/// The server's model: `W` in plaintext, `b` encrypted (one ciphertext per bias entry,
+/// the value in every slot).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelExport {
+    /// Per parameterized layer, `W` row-major.
+    pub weights: Vec<Vec<f32>>,
+    /// Per parameterized layer, `[b_o]`.
+    pub biases: Vec<Vec<Ciphertext>>,
+}
+
+/// Messages from the client.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ClientMessage {
+    /// See [`Setup`].
+    Setup(Box<Setup>),
+    /// `[a_l]`.
+    ForwardInput(CtBatch),
+    /// `[δ_l]`.
+    BackwardDelta(CtBatch),
+    /// See [`NoisyGradient`].
+    NoisyGradient(NoisyGradient),
+    /// Asks for a [`ModelExport`].
+    ModelRequest,
+}
+
+/// Messages from the server.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ServerMessage {
+    /// `[z_l]`.
+    ForwardOutput(CtBatch),
+    /// `[Wᵀ δ_l]`.
+    BackwardOutput(CtBatch),
+    /// See [`WeightGradients`].
+    WeightGradients(WeightGradients),
+    /// See [`ModelExport`].
+    ModelExport(Box<ModelExport>),
+}
+
+fn cts_len(cts: &[Ciphertext], params: &Parameters) -> Result<usize> {
+    let mut total = 4;
+    for ct in cts {
+        total += 4 + ct.serialized_len(params)?;
+    }
+    Ok(total)
+}
+
+fn put_u32(out: &mut Vec<u8>, v: usize, kind: MessageKind) -> Result<()> {
+    let v = u32::try_from(v).map_err(|_| ProtocolError::InvalidMessage {
+        kind,
+        reason: format!("{v} does not fit the u32 length field"),
+    })?;
+    out.extend_from_slice(&v.to_le_bytes());
+    Ok(())
+}
+
+fn put_object(out: &mut Vec<u8>, bytes: &[u8], kind: MessageKind) -> Result<()> {
+    put_u32(out, bytes.len(), kind)?;
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
+fn put_cts(
+    out: &mut Vec<u8>,
+    cts: &[Ciphertext],
+    params: &Parameters,
+    kind: MessageKind,
+) -> Result<()> {
+    put_u32(out, cts.len(), kind)?;
+    for ct in cts {
+        put_object(out, &ct.to_bytes(params)?, kind)?;
+    }
+    Ok(())
+}
+
+fn put_f32s(out: &mut Vec<u8>, v: &[f32], kind: MessageKind) -> Result<()> {
+    put_u32(out, v.len(), kind)?;
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    Ok(())
+}
+
+fn literal_len(l: &ParametersLiteral) -> usize {
+    // log N, count + bits of Q, count + bits of P, scale bits, security bits.
+    1 + 1 + l.q_bits.len() + 1 + l.p_bits.len() + 1 + 2
+}
+
+fn put_literal(out: &mut Vec<u8>, l: &ParametersLiteral) {
+    let small = |x: u32| u8::try_from(x).unwrap_or(u8::MAX);
+    out.push(small(l.log_n));
+    out.push(small(l.q_bits.len() as u32));
+    out.extend(l.q_bits.iter().map(|&b| small(b)));
+    out.push(small(l.p_bits.len() as u32));
+    out.extend(l.p_bits.iter().map(|&b| small(b)));
+    out.push(small(l.scale_bits));
+    let sec = l.security.bits().map_or(0u16, |b| b as u16);
+    out.extend_from_slice(&sec.to_le_bytes());
+}
+
+const TRAINING_CONFIG_LEN: usize = 4 + 8 + 8 + 4;
+
+fn envelope(kind: MessageKind, body: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ENVELOPE_LEN + body.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    out.push(kind as u8);
+    out.push(0);
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn batch_body(b: &CtBatch, params: &Parameters, kind: MessageKind) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&b.step.to_le_bytes());
+    out.extend_from_slice(&b.layer.to_le_bytes());
+    put_cts(&mut out, &b.cts, params, kind)?;
+    Ok(out)
+}
+
+fn model_json(spec: &ModelSpec, kind: MessageKind) -> Result<Vec<u8>> {
+    serde_json::to_vec(spec).map_err(|e| ProtocolError::InvalidMessage {
+        kind,
+        reason: e.to_string(),
+    })
+}
+
+impl ClientMessage {
+    /// The message type.
+    #[must_use]
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Self::Setup(_) => MessageKind::Setup,
+            Self::ForwardInput(_) => MessageKind::ForwardInput,
+            Self::BackwardDelta(_) => MessageKind::BackwardDelta,
+            Self::NoisyGradient(_) => MessageKind::NoisyGradient,
+            Self::ModelRequest => MessageKind::ModelRequest,
+        }
+    }
+
+    /// Bytes on the wire, envelope included, without encoding.
+    ///
+    /// # Errors
+    /// [`sphinx_he::HeError::ParamMismatch`] if an object belongs to other parameters.
+    pub fn wire_len(&self, params: &Parameters) -> Result<usize> {
+        let kind = self.kind();
+        let body = match self {
+            Self::Setup(s) => {
+                literal_len(&s.params)
+                    + 4
+                    + s.public_key.serialized_len(params)?
+                    + 4
+                    + s.galois_keys.serialized_len(params)?
+                    + 4
+                    + model_json(&s.model, kind)?.len()
+                    + TRAINING_CONFIG_LEN
+            }
+            Self::ForwardInput(b) | Self::BackwardDelta(b) => 8 + 2 + cts_len(&b.cts, params)?,
+            Self::NoisyGradient(g) => 8 + 4 + 4 * g.gradient.len(),
+            Self::ModelRequest => 0,
+        };
+        Ok(ENVELOPE_LEN + body)
+    }
+
+    /// The message's bytes: envelope and body.
+    ///
+    /// # Errors
+    /// As [`wire_len`](Self::wire_len); [`ProtocolError::InvalidMessage`] if a count does
+    /// not fit its field.
+    pub fn encode(&self, params: &Parameters) -> Result<Vec<u8>> {
+        let kind = self.kind();
+        let body = match self {
+            Self::Setup(s) => {
+                let mut out = Vec::new();
+                put_literal(&mut out, &s.params);
+                put_object(&mut out, &s.public_key.to_bytes(params)?, kind)?;
+                put_object(&mut out, &s.galois_keys.to_bytes(params)?, kind)?;
+                put_object(&mut out, &model_json(&s.model, kind)?, kind)?;
+                out.extend_from_slice(&s.training.learning_rate.to_le_bytes());
+                out.extend_from_slice(&s.training.expected_batch_size.to_le_bytes());
+                out.extend_from_slice(&s.training.init_seed.to_le_bytes());
+                out.extend_from_slice(&s.training.bias_init.to_le_bytes());
+                out
+            }
+            Self::ForwardInput(b) | Self::BackwardDelta(b) => batch_body(b, params, kind)?,
+            Self::NoisyGradient(g) => {
+                let mut out = g.step.to_le_bytes().to_vec();
+                put_f32s(&mut out, &g.gradient, kind)?;
+                out
+            }
+            Self::ModelRequest => Vec::new(),
+        };
+        Ok(envelope(kind, body))
+    }
+}
+
+impl ServerMessage {
+    /// The message type.
+    #[must_use]
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Self::ForwardOutput(_) => MessageKind::ForwardOutput,
+            Self::BackwardOutput(_) => MessageKind::BackwardOutput,
+            Self::WeightGradients(_) => MessageKind::WeightGradients,
+            Self::ModelExport(_) => MessageKind::ModelExport,
+        }
+    }
+
+    /// Bytes on the wire, envelope included, without encoding.
+    ///
+    /// # Errors
+    /// [`sphinx_he::HeError::ParamMismatch`] if an object belongs to other parameters.
+    pub fn wire_len(&self, params: &Parameters) -> Result<usize> {
+        let body = match self {
+            Self::ForwardOutput(b) | Self::BackwardOutput(b) => 8 + 2 + cts_len(&b.cts, params)?,
+            Self::WeightGradients(g) => 8 + 2 + 4 + cts_len(&g.cts, params)?,
+            Self::ModelExport(m) => {
+                let mut n = 4;
+                for (w, b) in m.weights.iter().zip(&m.biases) {
+                    n += 4 + 4 * w.len() + cts_len(b, params)?;
+                }
+                n
+            }
+        };
+        Ok(ENVELOPE_LEN + body)
+    }
+
+    /// The message's bytes: envelope and body.
+    ///
+    /// # Errors
+    /// As [`wire_len`](Self::wire_len); [`ProtocolError::InvalidMessage`] if a count does
+    /// not fit its field.
+    pub fn encode(&self, params: &Parameters) -> Result<Vec<u8>> {
+        let kind = self.kind();
+        let body = match self {
+            Self::ForwardOutput(b) | Self::BackwardOutput(b) => batch_body(b, params, kind)?,
+            Self::WeightGradients(g) => {
+                let mut out = g.step.to_le_bytes().to_vec();
+                out.extend_from_slice(&g.layer.to_le_bytes());
+                out.extend_from_slice(&g.first.to_le_bytes());
+                put_cts(&mut out, &g.cts, params, kind)?;
+                out
+            }
+            Self::ModelExport(m) => {
+                let mut out = Vec::new();
+                put_u32(&mut out, m.weights.len(), kind)?;
+                for (w, b) in m.weights.iter().zip(&m.biases) {
+                    put_f32s(&mut out, w, kind)?;
+                    put_cts(&mut out, b, params, kind)?;
+                }
+                out
+            }
+        };
+        Ok(envelope(kind, body))
+    }
+}

@@ -1,0 +1,437 @@
+//! The server (cloud) role.
+//!
+//! It holds the public material the client sent in [`Setup`], the plaintext weights `W`
+//! and the encrypted biases `[b]`. This module imports only public types; a test
+//! (`tests/server_has_no_secrets.rs`) fails if its source ever names a decryption key or
+//! the client module.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ndarray::Array2;
+use rand::{CryptoRng, RngCore};
+use rayon::prelude::*;
+use sphinx_he::{Ciphertext, Encoder, Evaluator, GaloisKeys, Parameters};
+use sphinx_nn::model::Model;
+
+use crate::accounting::{Phase, PhaseTimes};
+use crate::error::{ProtocolError, Result};
+use crate::messages::{
+    ClientMessage, CtBatch, MessageKind, ModelExport, NoisyGradient, ServerMessage, Setup,
+    TrainingConfig, WeightGradients,
+};
+use crate::plan::LayerPlan;
+
+/// Per-sample weight gradients per [`WeightGradients`] message: bounds the server's memory
+/// for results in flight.
+pub const GRADIENT_CHUNK: usize = 256;
+
+/// Where the server is within a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// `ForwardInput` of this layer (layer 0 starts a step).
+    Forward(usize),
+    /// `BackwardDelta` of this layer.
+    Backward(usize),
+    /// The `NoisyGradient` that ends the step.
+    Update,
+}
+
+/// Per-sample gradients of one layer still to be sent.
+struct GradientJob {
+    layer: usize,
+    delta: Vec<Ciphertext>,
+    input: Vec<Ciphertext>,
+    next: usize,
+}
+
+/// The cloud side of Sphinx training.
+pub struct Server {
+    params: Arc<Parameters>,
+    eval: Evaluator,
+    galois: GaloisKeys,
+    config: TrainingConfig,
+    plans: Vec<LayerPlan>,
+    weights: Vec<Array2<f32>>,
+    biases: Vec<Vec<Ciphertext>>,
+    inputs: Vec<Option<Vec<Ciphertext>>>,
+    jobs: VecDeque<GradientJob>,
+    expect: Expect,
+    step: u64,
+    times: PhaseTimes,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("params", &self.params.id())
+            .field("layers", &self.plans.len())
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(kind: MessageKind, reason: impl Into<String>) -> ProtocolError {
+    ProtocolError::InvalidMessage {
+        kind,
+        reason: reason.into(),
+    }
+}
+
+impl Server {
+    /// Accepts a client's [`Setup`]: validates the parameters and keys, initializes
+    /// `W⁰` from the configured seed and `b⁰` to the configured constant and encrypts `b⁰` under the client's public
+    /// key (`rng` supplies the encryption randomness).
+    ///
+    /// # Errors
+    /// [`ProtocolError::He`] for insecure or mismatched parameters and keys,
+    /// [`ProtocolError::Nn`] / [`ProtocolError::UnsupportedModel`] for an unusable model.
+    pub fn new<R: RngCore + CryptoRng>(setup: Setup, rng: &mut R) -> Result<Self> {
+        let params = setup.params.build()?;
+        params.check_id(setup.public_key.param_id())?;
+        params.check_id(setup.galois_keys.param_id())?;
+        let mut model = Model::new(setup.model.clone(), setup.training.init_seed)?;
+        for layer in model.layers_mut() {
+            if let Some(p) = layer.as_param_mut() {
+                p.bias_mut().fill(setup.training.bias_init);
+            }
+        }
+        let encoder = Encoder::new(&params);
+        let (mut plans, mut weights, mut biases) = (Vec::new(), Vec::new(), Vec::new());
+        for layer in model.layers() {
+            let Some(p) = layer.as_param() else { continue };
+            plans.push(LayerPlan::of(layer)?);
+            weights.push(p.weight().clone());
+            let b = p
+                .bias()
+                .iter()
+                .map(|&v| {
+                    let pt =
+                        encoder.encode(&vec![f64::from(v); params.slots()], params.scale(), 0)?;
+                    Ok(setup.public_key.encrypt(&pt, rng)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            biases.push(b);
+        }
+        if plans.is_empty() {
+            return Err(ProtocolError::UnsupportedModel(
+                "no parameterized layer".into(),
+            ));
+        }
+        let n = plans.len();
+        Ok(Self {
+            eval: Evaluator::new(&params),
+            params,
+            galois: setup.galois_keys,
+            config: setup.training,
+            plans,
+            weights,
+            biases,
+            inputs: vec![None; n],
+            jobs: VecDeque::new(),
+            expect: Expect::Forward(0),
+            step: 0,
+            times: PhaseTimes::default(),
+        })
+    }
+
+    /// The session's parameters.
+    #[must_use]
+    pub fn params(&self) -> &Arc<Parameters> {
+        &self.params
+    }
+
+    /// The plaintext weights, one matrix per parameterized layer.
+    #[must_use]
+    pub fn weights(&self) -> &[Array2<f32>] {
+        &self.weights
+    }
+
+    /// Completed steps.
+    #[must_use]
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Time spent per server phase so far.
+    #[must_use]
+    pub fn times(&self) -> &PhaseTimes {
+        &self.times
+    }
+
+    /// Handles one client message and returns the immediate replies; afterwards, drain
+    /// [`poll`](Self::poll) for per-sample gradients.
+    ///
+    /// # Errors
+    /// [`ProtocolError::UnexpectedMessage`] / [`ProtocolError::InvalidMessage`] for a
+    /// message that does not fit the state or the session, [`ProtocolError::He`] from the
+    /// evaluator. The state is unchanged on a rejected message.
+    pub fn handle(&mut self, msg: ClientMessage) -> Result<Vec<ServerMessage>> {
+        let kind = msg.kind();
+        match msg {
+            ClientMessage::ForwardInput(b) => {
+                let t = Instant::now();
+                let out = self.forward(b)?;
+                self.times.add(Phase::ServerForward, t.elapsed());
+                Ok(vec![out])
+            }
+            ClientMessage::BackwardDelta(b) => {
+                let t = Instant::now();
+                let out = self.backward(b)?;
+                self.times.add(Phase::ServerBackward, t.elapsed());
+                Ok(out.into_iter().collect())
+            }
+            ClientMessage::NoisyGradient(g) => {
+                let t = Instant::now();
+                self.update(g)?;
+                self.times.add(Phase::ServerUpdate, t.elapsed());
+                Ok(Vec::new())
+            }
+            ClientMessage::ModelRequest => {
+                Ok(vec![ServerMessage::ModelExport(Box::new(ModelExport {
+                    weights: self
+                        .weights
+                        .iter()
+                        .map(|w| w.iter().copied().collect())
+                        .collect(),
+                    biases: self.biases.clone(),
+                }))])
+            }
+            _ => Err(ProtocolError::UnexpectedMessage {
+                got: kind,
+                expected: "a training message after setup",
+            }),
+        }
+    }
+
+    /// The next chunk of per-sample weight gradients, computed on demand, or `None` when
+    /// none is pending.
+    ///
+    /// # Errors
+    /// [`ProtocolError::He`] from the evaluator.
+    pub fn poll(&mut self) -> Result<Option<ServerMessage>> {
+        let t = Instant::now();
+        let Some(job) = self.jobs.front_mut() else {
+            return Ok(None);
+        };
+        let plan = &self.plans[job.layer];
+        let end = (job.next + GRADIENT_CHUNK).min(plan.weights());
+        let eval = &self.eval;
+        let (delta, input) = (&job.delta, &job.input);
+        let cts = (job.next..end)
+            .into_par_iter()
+            .map(|w| {
+                let (o, p) = (w / plan.patch(), w % plan.patch());
+                let mut acc: Option<Ciphertext> = None;
+                for pos in 0..plan.positions() {
+                    let Some(q) = plan.input_at(p, pos) else {
+                        continue;
+                    };
+                    let prod = eval.multiply(&delta[o * plan.positions() + pos], &input[q])?;
+                    match &mut acc {
+                        Some(a) => eval.add_assign(a, &prod)?,
+                        None => acc = Some(prod),
+                    }
+                }
+                let acc = match acc {
+                    Some(a) => a,
+                    // A weight that only ever meets padding has a zero gradient.
+                    None => eval.mul_integer(&eval.multiply(&delta[0], &delta[0])?, 0)?,
+                };
+                Ok(eval.rescale(&acc)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let msg = ServerMessage::WeightGradients(WeightGradients {
+            step: self.step,
+            layer: job.layer as u16,
+            first: job.next as u32,
+            cts,
+        });
+        job.next = end;
+        if job.next >= plan.weights() {
+            self.jobs.pop_front();
+        }
+        self.times.add(Phase::ServerBackward, t.elapsed());
+        Ok(Some(msg))
+    }
+
+    fn check_batch(&self, b: &CtBatch, kind: MessageKind, count: usize) -> Result<()> {
+        if b.step != self.step {
+            return Err(invalid(
+                kind,
+                format!("step {} during step {}", b.step, self.step),
+            ));
+        }
+        if b.cts.len() != count {
+            return Err(invalid(
+                kind,
+                format!("{} ciphertexts, expected {count}", b.cts.len()),
+            ));
+        }
+        let top = self.params.max_level();
+        for ct in &b.cts {
+            self.params.check_id(ct.param_id())?;
+            if ct.level() != top || ct.size() != 2 {
+                return Err(invalid(
+                    kind,
+                    "ciphertexts must be fresh (two parts, top level)",
+                ));
+            }
+            let ratio = ct.scale() / self.params.scale();
+            if !(0.999_999..=1.000_001).contains(&ratio) {
+                return Err(invalid(kind, "ciphertexts must be at the default scale"));
+            }
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, b: CtBatch) -> Result<ServerMessage> {
+        let kind = MessageKind::ForwardInput;
+        let layer = usize::from(b.layer);
+        if self.expect != Expect::Forward(layer) || !self.jobs.is_empty() {
+            return Err(ProtocolError::UnexpectedMessage {
+                got: kind,
+                expected: "the input of the next layer, with no gradients pending",
+            });
+        }
+        let plan = &self.plans[layer];
+        self.check_batch(&b, kind, plan.in_dim())?;
+        let (w, bias, eval) = (&self.weights[layer], &self.biases[layer], &self.eval);
+        let cts = (0..plan.out_dim())
+            .into_par_iter()
+            .map(|idx| {
+                let (o, pos) = (idx / plan.positions(), idx % plan.positions());
+                let mut refs = Vec::with_capacity(plan.patch());
+                let mut ws = Vec::with_capacity(plan.patch());
+                for p in 0..plan.patch() {
+                    if let Some(q) = plan.input_at(p, pos) {
+                        refs.push(&b.cts[q]);
+                        ws.push(f64::from(w[[o, p]]));
+                    }
+                }
+                let mut z = eval.rescale(&eval.linear_combination(&refs, &ws)?)?;
+                eval.add_assign(&mut z, &bias[o])?;
+                Ok(z)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.inputs[layer] = Some(b.cts);
+        self.expect = if layer + 1 < self.plans.len() {
+            Expect::Forward(layer + 1)
+        } else {
+            Expect::Backward(layer)
+        };
+        Ok(ServerMessage::ForwardOutput(CtBatch {
+            step: self.step,
+            layer: layer as u16,
+            cts,
+        }))
+    }
+
+    fn backward(&mut self, b: CtBatch) -> Result<Option<ServerMessage>> {
+        let kind = MessageKind::BackwardDelta;
+        let layer = usize::from(b.layer);
+        if self.expect != Expect::Backward(layer) {
+            return Err(ProtocolError::UnexpectedMessage {
+                got: kind,
+                expected: "the output gradient of the current layer",
+            });
+        }
+        let plan = &self.plans[layer];
+        self.check_batch(&b, kind, plan.out_dim())?;
+        let eval = &self.eval;
+        let w = &self.weights[layer];
+        // [b_o] -= lr/(qN) · Σ_slots Σ_pos [δ_{o,pos}]: the averaged bias gradient, never
+        // decrypted by the server.
+        let factor = -f64::from(self.config.learning_rate) / self.config.expected_batch_size;
+        let updates = (0..plan.units())
+            .into_par_iter()
+            .map(|o| {
+                let row = &b.cts[o * plan.positions()..(o + 1) * plan.positions()];
+                let mut sum = row[0].clone();
+                for ct in &row[1..] {
+                    eval.add_assign(&mut sum, ct)?;
+                }
+                // Rotating before the rescale divides the key-switching noise by q_1 too.
+                let scaled = eval.mul_scalar(&sum, factor)?;
+                Ok(eval.rescale(&eval.sum_slots(&scaled, &self.galois)?)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let reply = if layer > 0 {
+            let cts = (0..plan.in_dim())
+                .into_par_iter()
+                .map(|q| {
+                    let readers = plan.readers(q);
+                    let mut refs = Vec::with_capacity(readers.len() * plan.units());
+                    let mut ws = Vec::with_capacity(readers.len() * plan.units());
+                    for o in 0..plan.units() {
+                        for &(p, pos) in readers {
+                            refs.push(&b.cts[o * plan.positions() + pos as usize]);
+                            ws.push(f64::from(w[[o, p as usize]]));
+                        }
+                    }
+                    Ok(eval.rescale(&eval.linear_combination(&refs, &ws)?)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Some(ServerMessage::BackwardOutput(CtBatch {
+                step: self.step,
+                layer: layer as u16,
+                cts,
+            }))
+        } else {
+            None
+        };
+        for (bias, u) in self.biases[layer].iter_mut().zip(&updates) {
+            eval.add_assign(bias, u)?;
+        }
+        let input = self.inputs[layer]
+            .take()
+            .ok_or_else(|| invalid(kind, "no stored layer input (forward pass incomplete)"))?;
+        self.jobs.push_back(GradientJob {
+            layer,
+            delta: b.cts,
+            input,
+            next: 0,
+        });
+        self.expect = match layer {
+            0 => Expect::Update,
+            l => Expect::Backward(l - 1),
+        };
+        Ok(reply)
+    }
+
+    fn update(&mut self, g: NoisyGradient) -> Result<()> {
+        let kind = MessageKind::NoisyGradient;
+        if self.expect != Expect::Update || !self.jobs.is_empty() {
+            return Err(ProtocolError::UnexpectedMessage {
+                got: kind,
+                expected: "the noisy gradient after all per-sample gradients were sent",
+            });
+        }
+        let total: usize = self.weights.iter().map(Array2::len).sum();
+        if g.step != self.step || g.gradient.len() != total {
+            return Err(invalid(
+                kind,
+                format!(
+                    "step {} with {} entries; expected step {} with {total}",
+                    g.step,
+                    g.gradient.len(),
+                    self.step
+                ),
+            ));
+        }
+        if g.gradient.iter().any(|v| !v.is_finite()) {
+            return Err(invalid(kind, "non-finite gradient entry"));
+        }
+        let lr = self.config.learning_rate;
+        let mut it = g.gradient.iter();
+        for w in &mut self.weights {
+            for (x, d) in w.iter_mut().zip(&mut it) {
+                *x -= lr * d;
+            }
+        }
+        self.step += 1;
+        self.expect = Expect::Forward(0);
+        Ok(())
+    }
+}

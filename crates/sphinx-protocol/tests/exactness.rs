@@ -1,0 +1,84 @@
+//! The encrypted protocol against its plaintext reference: same seed, same Poisson batches,
+//! same noise; W (and the decrypted b) agree within CKKS error after every step.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{data, dp_config, pair, tiny_cnn, tiny_mlp};
+use sphinx_nn::model::Model;
+
+fn max_diff(a: &Model, b: &Model) -> (f32, f32) {
+    let (mut dw, mut db) = (0.0f32, 0.0f32);
+    for (x, y) in a.param_layers().zip(b.param_layers()) {
+        for (u, v) in x.weight().iter().zip(y.weight()) {
+            dw = dw.max((u - v).abs());
+        }
+        for (u, v) in x.bias().iter().zip(y.bias()) {
+            db = db.max((u - v).abs());
+        }
+    }
+    (dw, db)
+}
+
+fn check_every_step(spec: &sphinx_nn::model::ModelSpec, steps: usize) {
+    let (train, _) = data(256, 0);
+    let cfg = dp_config(train.len(), 24.0, 1.0, 1.0);
+    let (mut session, mut reference) = pair(spec, &train, cfg, 0.5, 5, 100.0);
+    for step in 0..steps {
+        let enc = session.run_step().unwrap();
+        let plain = reference.step(&train).unwrap();
+        assert_eq!(enc.batch_size, plain.batch_size, "same Poisson batch");
+        assert_eq!(
+            enc.correct, plain.correct,
+            "same predictions before step {step}"
+        );
+        assert!((enc.loss_sum - plain.loss_sum).abs() < 1e-3 * (1.0 + plain.loss_sum));
+        let model = session.export_model().unwrap();
+        let (dw, db) = max_diff(&model, reference.model());
+        assert!(dw < 1e-4, "step {step}: max |ΔW| = {dw}");
+        assert!(db < 1e-4, "step {step}: max |Δb| = {db}");
+        eprintln!(
+            "step {step}: batch {}, max |ΔW| {dw:.2e}, max |Δb| {db:.2e}",
+            plain.batch_size
+        );
+    }
+}
+
+#[test]
+fn mlp_weights_match_reference_after_every_step() {
+    check_every_step(&tiny_mlp(), 4);
+}
+
+#[test]
+fn cnn_weights_match_reference_after_every_step() {
+    check_every_step(&tiny_cnn(), 3);
+}
+
+#[test]
+fn short_run_reaches_reference_accuracy() {
+    let (train, test) = data(300, 2000);
+    let spec = tiny_mlp();
+    let cfg = dp_config(train.len(), 60.0, 0.7, 2.0);
+    let (mut session, mut reference) = pair(&spec, &train, cfg, 2.0, 9, 1000.0);
+    let t = std::time::Instant::now();
+    for _ in 0..12 {
+        session.run_step().unwrap();
+        reference.step(&train).unwrap();
+    }
+    eprintln!("12 steps in {:?}", t.elapsed());
+    for p in sphinx_protocol::accounting::Phase::ALL {
+        eprintln!("{}: {:?}", p.name(), session.times().get(p));
+    }
+    let model = session.export_model().unwrap();
+    let enc = model
+        .accuracy(test.images.view(), &test.labels, 256)
+        .unwrap();
+    let plain = reference
+        .model()
+        .accuracy(test.images.view(), &test.labels, 256)
+        .unwrap();
+    let (dw, db) = max_diff(&model, reference.model());
+    eprintln!("encrypted {enc:.4}, reference {plain:.4}, max |ΔW| {dw:.2e}, max |Δb| {db:.2e}");
+    assert!(plain > 0.3, "the reference learns ({plain})");
+    assert!((enc - plain).abs() * 100.0 <= 0.3, "{enc} vs {plain}");
+}

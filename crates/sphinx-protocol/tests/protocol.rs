@@ -1,0 +1,197 @@
+//! Roles and messages: wire sizes, versions, the message sequence of a step, the server's
+//! lack of secret material, and refusal at budget exhaustion.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::VecDeque;
+
+use common::{data, dp_config, pair, tiny_mlp};
+use sphinx_dp::{Delta, NoiseMultiplier, SampleRate, epsilon_for};
+use sphinx_protocol::ProtocolError;
+use sphinx_protocol::messages::{
+    ClientMessage, Direction, ENVELOPE_LEN, MAGIC, MessageKind, PROTOCOL_VERSION, ServerMessage,
+};
+
+/// Modules the server role is built from.
+const SERVER_SIDE: [(&str, &str); 5] = [
+    ("server.rs", include_str!("../src/server.rs")),
+    ("messages.rs", include_str!("../src/messages.rs")),
+    ("plan.rs", include_str!("../src/plan.rs")),
+    ("accounting.rs", include_str!("../src/accounting.rs")),
+    ("error.rs", include_str!("../src/error.rs")),
+];
+
+#[test]
+fn server_side_cannot_name_a_secret_key() {
+    for (name, src) in SERVER_SIDE {
+        for forbidden in [
+            "SecretKey",
+            "secret_key",
+            "expose_secret",
+            "crate::client",
+            "sphinx_he::*",
+            "rlwe::*",
+        ] {
+            assert!(!src.contains(forbidden), "{name} mentions {forbidden}");
+        }
+    }
+}
+
+fn check_envelope(bytes: &[u8], kind: MessageKind) {
+    assert_eq!(&bytes[..4], &MAGIC);
+    assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), PROTOCOL_VERSION);
+    assert_eq!(bytes[6], kind as u8);
+    let body = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
+    assert_eq!(body as usize + ENVELOPE_LEN, bytes.len());
+}
+
+#[test]
+fn every_message_is_versioned_and_its_size_exact() {
+    let (train, _) = data(64, 0);
+    let spec = tiny_mlp();
+    let params = sphinx_protocol::params::build_training_parameters().unwrap();
+    let cfg = dp_config(train.len(), 16.0, 1.0, 1.0);
+    // The session drives a step; here every message is encoded and checked by hand too.
+    let (mut session, _) = pair(&spec, &train, cfg, 0.1, 3, 100.0);
+    session.run_step().unwrap();
+    let t = session.traffic().clone();
+    let count = |k| t.kind(k).messages;
+    assert_eq!(count(MessageKind::Setup), 1);
+    assert_eq!(count(MessageKind::ForwardInput), 2);
+    assert_eq!(count(MessageKind::ForwardOutput), 2);
+    assert_eq!(count(MessageKind::BackwardDelta), 2);
+    assert_eq!(count(MessageKind::BackwardOutput), 1);
+    // 784 weights in chunks of 256, then 160.
+    assert_eq!(count(MessageKind::WeightGradients), 5);
+    assert_eq!(count(MessageKind::NoisyGradient), 1);
+    let up: u64 = MessageKind::ALL
+        .iter()
+        .filter(|k| k.direction() == Direction::ClientToServer)
+        .map(|&k| t.kind(k).bytes)
+        .sum();
+    assert_eq!(up, t.bytes(Direction::ClientToServer));
+    assert!(t.bytes(Direction::ServerToClient) > t.kind(MessageKind::ForwardOutput).bytes);
+
+    // By hand: a second client/server pair, each message encoded.
+    let (client, setup) = {
+        use rand::SeedableRng;
+        sphinx_protocol::client::Client::new(
+            params.clone(),
+            spec.clone(),
+            train.clone(),
+            sphinx_dp::DpSgdAggregator::seeded(944, cfg, 5).unwrap(),
+            sphinx_protocol::client::ClientConfig {
+                learning_rate: 0.1,
+                init_seed: 1,
+                bias_init: 0.01,
+                budget: common::budget(100.0),
+            },
+            rand_chacha::ChaCha20Rng::seed_from_u64(6),
+        )
+        .unwrap()
+    };
+    let mut client = client;
+    let bytes = setup.encode(&params).unwrap();
+    assert_eq!(bytes.len(), setup.wire_len(&params).unwrap());
+    check_envelope(&bytes, MessageKind::Setup);
+    let ClientMessage::Setup(s) = setup else {
+        panic!("setup first")
+    };
+    let mut server = {
+        use rand::SeedableRng;
+        sphinx_protocol::server::Server::new(*s, &mut rand_chacha::ChaCha20Rng::seed_from_u64(7))
+            .unwrap()
+    };
+    let mut queue = VecDeque::from([client.start_step().unwrap()]);
+    let mut seen = std::collections::BTreeSet::new();
+    let check_server = |m: &ServerMessage| {
+        let bytes = m.encode(&params).unwrap();
+        assert_eq!(bytes.len(), m.wire_len(&params).unwrap());
+        check_envelope(&bytes, m.kind());
+        match m {
+            ServerMessage::ForwardOutput(b) | ServerMessage::BackwardOutput(b) => {
+                assert!(b.cts.iter().all(|c| c.level() == 0 && c.size() == 2));
+            }
+            ServerMessage::WeightGradients(g) => {
+                // Unrelinearized products, at the lowest level.
+                assert!(g.cts.iter().all(|c| c.level() == 0 && c.size() == 3));
+            }
+            _ => {}
+        }
+        m.kind()
+    };
+    while let Some(m) = queue.pop_front() {
+        let bytes = m.encode(&params).unwrap();
+        assert_eq!(bytes.len(), m.wire_len(&params).unwrap());
+        check_envelope(&bytes, m.kind());
+        if let ClientMessage::ForwardInput(b) | ClientMessage::BackwardDelta(b) = &m {
+            // Seeded uploads: c1 travels as a 32-byte seed.
+            assert!(b.cts.iter().all(|c| c.seed().is_some()));
+        }
+        seen.insert(m.kind());
+        for r in server.handle(m).unwrap() {
+            seen.insert(check_server(&r));
+            queue.extend(client.handle(r).unwrap());
+        }
+        while let Some(r) = server.poll().unwrap() {
+            seen.insert(check_server(&r));
+            queue.extend(client.handle(r).unwrap());
+        }
+    }
+    let export = server.handle(ClientMessage::ModelRequest).unwrap();
+    for m in &export {
+        seen.insert(check_server(m));
+    }
+    assert_eq!(
+        seen.len() + 2,
+        MessageKind::ALL.len(),
+        "all but setup and request"
+    );
+    assert_eq!(server.step(), 1);
+
+    // Out-of-order messages are refused.
+    let stale = ClientMessage::NoisyGradient(sphinx_protocol::messages::NoisyGradient {
+        step: 0,
+        gradient: vec![0.0; 944],
+    });
+    assert!(matches!(
+        server.handle(stale),
+        Err(ProtocolError::UnexpectedMessage { .. })
+    ));
+}
+
+#[test]
+fn a_step_beyond_the_budget_is_refused() {
+    let (train, _) = data(64, 0);
+    let spec = tiny_mlp();
+    let (q, sigma) = (16.0 / 64.0, 1.0);
+    let cfg = dp_config(train.len(), 16.0, sigma, 1.0);
+    let two = epsilon_for(
+        SampleRate::new(q).unwrap(),
+        NoiseMultiplier::new(sigma).unwrap(),
+        2,
+        Delta::new(1e-5).unwrap(),
+    )
+    .unwrap()
+    .epsilon
+    .get();
+    let (mut session, _) = pair(&spec, &train, cfg, 0.1, 8, two * (1.0 + 1e-9));
+    let first = session.run_step().unwrap();
+    let second = session.run_step().unwrap();
+    assert!(first.epsilon < second.epsilon && second.epsilon <= two * (1.0 + 1e-9));
+    let up_before = session.traffic().bytes(Direction::ClientToServer);
+    let refused = session.run_step();
+    assert!(matches!(
+        refused,
+        Err(ProtocolError::BudgetExhausted { .. })
+    ));
+    assert_eq!(session.client().step(), 2);
+    assert_eq!(session.server().step(), 2);
+    assert_eq!(session.client().ledger().accountant().steps(), 2);
+    // Nothing was sent for the refused step.
+    assert_eq!(
+        session.traffic().bytes(Direction::ClientToServer),
+        up_before
+    );
+}
