@@ -3,7 +3,9 @@
 # same CKKS parameter sets, one thread each, back to back, and prints our figures beside
 # SEAL's with the ratio per operation. Each tool sweeps ROUNDS times (default 3) and keeps,
 # per operation, the smallest round median: the machine is shared, and the least disturbed
-# round is the closest to the cost of the code.
+# round is the closest to the cost of the code. CLOCK (default thread-cpu) picks what both
+# tools time: the CPU time of the timing thread, which leaves out the time other processes
+# hold the core, or wall (elapsed) time.
 #
 #   bench/peers/compare.sh          # N = 2^13 and 2^14
 #   bench/peers/compare.sh 13       # one set
@@ -19,6 +21,7 @@ venv=target/peers-venv
 out=target/peers
 python=${PYTHON:-python3}
 rounds=${ROUNDS:-3}
+clock=${CLOCK:-thread-cpu}
 prio=()
 [ -n "${NICE:-}" ] && prio=(nice -n "$NICE")
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
@@ -28,8 +31,8 @@ mkdir -p "$out"
 for log_n in "${@:-13 14}"; do
     for n in $log_n; do
         echo "== N = 2^$n (load average: $(cut -d' ' -f1-3 /proc/loadavg); priority ${NICE:-0})"
-        "${prio[@]}" "$venv/bin/python" bench/peers/tenseal_ckks.py --log-n "$n" --rounds "$rounds" --json "$out/seal-$n.json"
-        "${prio[@]}" target/release/sphinx bench ckks --log-n "$n" --threads 1 --rounds "$rounds" \
+        "${prio[@]}" "$venv/bin/python" bench/peers/tenseal_ckks.py --log-n "$n" --rounds "$rounds" --clock "$clock" --json "$out/seal-$n.json"
+        "${prio[@]}" target/release/sphinx bench ckks --log-n "$n" --threads 1 --rounds "$rounds" --clock "$clock" \
             --peer "$out/seal-$n.json" --json "$out/ours-$n.json"
     done
 done

@@ -380,7 +380,8 @@ pub(crate) struct CrtLevel {
     pub(crate) q_wrapped: u128,
     /// `1 / q_i`.
     pub(crate) inv_q: Vec<f64>,
-    /// Below this `|Σ y_i/q_i - v|` (i.e. `|x| < 2^125`) the 128-bit fast path is exact.
+    /// Below this `|Σ y_i/q_i - v|` (i.e. `|x| < 2^125`) the 128-bit fast path is exact;
+    /// zero (never) when `Q_l > 2^170`.
     pub(crate) fast_threshold: f64,
 }
 
@@ -720,7 +721,14 @@ fn crt_level(moduli: &[Modulus]) -> Result<CrtLevel> {
     let q_wrapped = wrap(&q);
     let inv_q = moduli.iter().map(|m| 1.0 / m.value() as f64).collect();
     let log2_q: f64 = moduli.iter().map(|m| (m.value() as f64).log2()).sum();
-    let fast_threshold = (125.0 - log2_q).exp2().min(0.49);
+    // The f64 sum Σ y_i/q_i is off by at most ~L·2^-52; keeping the threshold at 2^-45 or
+    // more (Q ≤ 2^170) leaves a 16x margin, so a value taking the fast path has |x| < 2^126
+    // and its 128-bit wrap-around is exact. Larger moduli always take the exact path.
+    let fast_threshold = if log2_q <= 170.0 {
+        (125.0 - log2_q).exp2().min(0.49)
+    } else {
+        0.0
+    };
     Ok(CrtLevel {
         q,
         q_half,

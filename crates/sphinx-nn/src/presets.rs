@@ -16,10 +16,11 @@
 //!
 //! Choices:
 //! - `sphinx-mnist-cnn` is the network of the Sphinx paper (DESIGN.md §6), exactly.
-//! - `sphinx-mnist-cnn-tanh` is the same network with a bounded activation, which DP-SGD
-//!   trains markedly better (Papernot et al., "Tempered sigmoid activations for deep
-//!   learning with differential privacy", AAAI 2021); the data owner evaluates
-//!   activations in the clear in Sphinx, so tanh costs the protocol nothing extra.
+//! - `sphinx-mnist-cnn-tanh` is the same network with a bounded activation, which the
+//!   literature reports DP-SGD trains better (Papernot et al., "Tempered sigmoid
+//!   activations for deep learning with differential privacy", AAAI 2021); in our one
+//!   Fashion-MNIST run at ε = 2 it did not beat ReLU (docs/benchmarks.md). The data owner
+//!   evaluates activations in the clear in Sphinx, so tanh costs the protocol nothing.
 //! - `sphinx-cifar10-cnn` keeps that network's pattern (two 5×5 conv + ReLU + 2×2 average
 //!   pool blocks, FC 100, FC 10) and widens only the second convolution to 32 channels
 //!   for the three-channel 32×32 input: about 2.3 M multiply-adds per image, so the

@@ -344,6 +344,59 @@ fn bench_runs_on_a_two_thread_pool_in_rounds() {
     assert_eq!(v["rounds"], 2);
     assert_eq!(v["threads"], 2);
     assert_eq!(v["reps"]["add"], 2, "one timed run per round");
+    assert_eq!(v["clock"], "wall");
+    // The thread CPU clock times one thread only.
+    assert!(
+        !sphinx(&[
+            "bench",
+            "ckks",
+            "--reps",
+            "1",
+            "--threads",
+            "2",
+            "--clock",
+            "thread-cpu"
+        ])
+        .status
+        .success()
+    );
+    let run = sphinx(&[
+        "bench",
+        "ckks",
+        "--reps",
+        "1",
+        "--clock",
+        "thread-cpu",
+        "--json",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(v["clock"], "thread-cpu");
+    assert!(
+        v["ops_ns"]["mul_relin_rescale"].as_u64().unwrap() > v["ops_ns"]["add"].as_u64().unwrap()
+    );
+    // A peer timed with the wall clock cannot be compared with a thread-CPU run.
+    let peer = dir.path().join("peer.json");
+    let wall_peer = serde_json::json!({
+        "log_n": 13, "moduli_bits": [60, 40, 40, 60], "scale_bits": 40, "ops_ns": {}, "ciphertext_bytes": {}
+    });
+    std::fs::write(&peer, wall_peer.to_string()).unwrap();
+    let run = sphinx(&[
+        "bench",
+        "ckks",
+        "--quick",
+        "--clock",
+        "thread-cpu",
+        "--peer",
+        peer.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("clock"));
     assert!(
         !sphinx(&["bench", "ckks", "--threads", "0"])
             .status

@@ -150,6 +150,7 @@ impl Encoder {
         }
         let mut out = Vec::with_capacity(n);
         let mut y_col = vec![0u64; moduli.len()];
+        let mut scratch = CrtScratch::default();
         for (c, (&f, &a)) in frac.iter().zip(&acc).enumerate() {
             // f >= 0, so adding 0.5 and truncating rounds (and stays in hardware).
             let v = (f + 0.5) as u64;
@@ -164,7 +165,7 @@ impl Encoder {
                 for (k, y) in y_col.iter_mut().enumerate() {
                     *y = ys[k * n + c];
                 }
-                out.push(crt_exact(crt, moduli, &y_col));
+                out.push(crt_exact(crt, &y_col, &mut scratch));
             }
         }
         out
@@ -172,9 +173,12 @@ impl Encoder {
 }
 
 /// Exact multi-word CRT of the values `y_i = [x_i (Q/q_i)^{-1}]_{q_i}`, centered, as `f64`.
-fn crt_exact(crt: &crate::params::CrtLevel, moduli: &[sphinx_math::Modulus], ys: &[u64]) -> f64 {
-    let mut acc = vec![0u64; crt.q.len() + 1];
-    for (i, &y) in ys.iter().enumerate().take(moduli.len()) {
+fn crt_exact(crt: &crate::params::CrtLevel, ys: &[u64], scratch: &mut CrtScratch) -> f64 {
+    let words = crt.q.len() + 1;
+    let CrtScratch { acc, tmp } = scratch;
+    acc.clear();
+    acc.resize(words, 0);
+    for (i, &y) in ys.iter().enumerate() {
         let mut carry = 0u128;
         for (k, a) in acc.iter_mut().enumerate() {
             let h = crt.q_hat[i].get(k).copied().unwrap_or(0) as u128;
@@ -183,17 +187,26 @@ fn crt_exact(crt: &crate::params::CrtLevel, moduli: &[sphinx_math::Modulus], ys:
             carry = t >> 64;
         }
     }
-    while !less_than(&acc, &crt.q) {
-        sub_in_place(&mut acc, &crt.q);
+    // acc < |ys|·Q: at most |ys| subtractions.
+    while !less_than(acc, &crt.q) {
+        sub_in_place(acc, &crt.q);
     }
-    if less_than(&crt.q_half, &acc) {
-        let mut neg = crt.q.clone();
-        neg.push(0);
-        sub_in_place(&mut neg, &acc);
-        -to_f64(&neg)
+    if less_than(&crt.q_half, acc) {
+        tmp.clear();
+        tmp.extend_from_slice(&crt.q);
+        tmp.push(0);
+        sub_in_place(tmp, acc);
+        -to_f64(tmp)
     } else {
-        to_f64(&acc)
+        to_f64(acc)
     }
+}
+
+/// Reusable buffers of [`crt_exact`].
+#[derive(Default)]
+struct CrtScratch {
+    acc: Vec<u64>,
+    tmp: Vec<u64>,
 }
 
 /// Round half away from zero without a libm call (baseline x86-64 has no rounding instruction).

@@ -95,8 +95,8 @@ impl Nonlinear for Square {
 }
 
 /// `a = tanh(z)`; derivative `1 − tanh²(z)`. A bounded ("tempered sigmoid")
-/// activation: it keeps per-sample gradient norms small, which is why DP-SGD trains
-/// better with it than with ReLU (Papernot et al. 2021).
+/// activation, which keeps activations (and so per-sample gradient norms) bounded;
+/// Papernot et al. (2021) report better DP-SGD accuracy with it than with ReLU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tanh {
     dim: usize,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,60 @@ pub struct CkksArgs {
     /// round's median (the least disturbed round on a shared machine).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
     rounds: u64,
+    /// What a timing measures: wall time, or the CPU time of the timing thread, which
+    /// leaves out the time other processes hold the core (one thread only).
+    #[arg(long, value_enum, default_value_t = Clock::Wall)]
+    clock: Clock,
+}
+
+/// The clock the operations are timed with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Clock {
+    /// Elapsed real time.
+    Wall,
+    /// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`): on a shared machine,
+    /// the cost of the code without the time spent waiting for a core.
+    ThreadCpu,
+}
+
+impl Clock {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Wall => "wall",
+            Self::ThreadCpu => "thread-cpu",
+        }
+    }
+}
+
+/// Reads one clock; `elapsed` gives nanoseconds since `start`.
+#[derive(Clone, Copy, Debug)]
+enum Stamp {
+    Wall(Instant),
+    Cpu(u64),
+}
+
+impl Stamp {
+    fn now(clock: Clock) -> Self {
+        match clock {
+            Clock::Wall => Self::Wall(Instant::now()),
+            Clock::ThreadCpu => Self::Cpu(thread_cpu_ns()),
+        }
+    }
+
+    fn elapsed_ns(self) -> u64 {
+        match self {
+            Self::Wall(t) => u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Self::Cpu(t) => thread_cpu_ns().saturating_sub(t),
+        }
+    }
+}
+
+fn thread_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
 }
 
 /// The operations, in table order; the names are the JSON keys SEAL's script uses too.
@@ -90,6 +144,7 @@ struct CkksReport {
     security: u32,
     threads: u64,
     rounds: u64,
+    clock: &'static str,
     /// Median wall time per operation (minimum over rounds of the round's median).
     ops_ns: BTreeMap<&'static str, u64>,
     /// 10th percentile: the undisturbed cost on a shared machine.
@@ -127,12 +182,18 @@ struct PeerFile {
     log_n: u32,
     moduli_bits: Vec<u32>,
     scale_bits: u32,
+    #[serde(default = "wall")]
+    clock: String,
     ops_ns: BTreeMap<String, u64>,
     #[serde(default)]
     ops_ns_p10: BTreeMap<String, u64>,
     ciphertext_bytes: BTreeMap<String, u64>,
     #[serde(default)]
     key_bytes: BTreeMap<String, u64>,
+}
+
+fn wall() -> String {
+    "wall".to_string()
 }
 
 /// Runs `sphinx bench`.
@@ -157,10 +218,13 @@ fn run_ckks(args: &CkksArgs) -> anyhow::Result<ExitCode> {
     let peer = args
         .peer
         .as_ref()
-        .map(|p| read_peer(p, &literal, &moduli_bits))
+        .map(|p| read_peer(p, &literal, &moduli_bits, args.clock))
         .transpose()?;
     let params = literal.build()?;
     let threads = usize::try_from(args.threads)?;
+    if args.clock == Clock::ThreadCpu && threads > 1 {
+        anyhow::bail!("--clock thread-cpu times one thread; use --clock wall with --threads > 1");
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
@@ -200,6 +264,7 @@ fn run_ckks(args: &CkksArgs) -> anyhow::Result<ExitCode> {
             security: literal.security.bits().unwrap_or(0),
             threads: args.threads,
             rounds: args.rounds,
+            clock: args.clock.name(),
             ops_ns: ops,
             ops_ns_p10: p10,
             reps: counts,
@@ -217,6 +282,7 @@ fn read_peer(
     path: &PathBuf,
     literal: &ParametersLiteral,
     moduli_bits: &[u32],
+    clock: Clock,
 ) -> anyhow::Result<PeerFile> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -237,12 +303,22 @@ fn read_peer(
             literal.scale_bits
         );
     }
+    if peer.clock != clock.name() {
+        anyhow::bail!(
+            "{} was timed with the {} clock; this run uses {} (pass --clock {})",
+            path.display(),
+            peer.clock,
+            clock.name(),
+            peer.clock
+        );
+    }
     Ok(peer)
 }
 
 /// How many timed repetitions each operation gets.
 #[derive(Clone, Copy, Debug)]
 struct Reps {
+    clock: Clock,
     warmup: usize,
     min: usize,
     max: usize,
@@ -255,6 +331,7 @@ impl Reps {
             (Some(n), _) => {
                 let n = usize::try_from(n)?;
                 Self {
+                    clock: args.clock,
                     warmup: 1,
                     min: n,
                     max: n,
@@ -262,12 +339,14 @@ impl Reps {
                 }
             }
             (None, true) => Self {
+                clock: args.clock,
                 warmup: 1,
                 min: 3,
                 max: 3,
                 budget: Duration::ZERO,
             },
             (None, false) => Self {
+                clock: args.clock,
                 warmup: 3,
                 min: 30,
                 max: 5000,
@@ -300,12 +379,12 @@ fn median_ns<S, T>(
     let start = Instant::now();
     while samples.len() < reps.max && (samples.len() < reps.min || start.elapsed() < reps.budget) {
         let input = setup();
-        let t = Instant::now();
+        let t = Stamp::now(reps.clock);
         let out = op(input)?;
-        let dt = t.elapsed();
+        let dt = t.elapsed_ns();
         // Dropping the result is not part of the operation.
         drop(std::hint::black_box(out));
-        samples.push(u64::try_from(dt.as_nanos()).unwrap_or(u64::MAX));
+        samples.push(dt);
     }
     samples.sort_unstable();
     let n = samples.len();
