@@ -56,6 +56,7 @@
 //! # Ok::<(), HeError>(())
 //! ```
 
+pub mod bfv;
 pub mod ckks;
 pub mod error;
 pub mod params;
