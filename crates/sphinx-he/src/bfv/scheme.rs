@@ -343,14 +343,24 @@ impl Bfv {
         subtract: bool,
     ) -> Result<Ciphertext> {
         self.check_ct(ct)?;
-        let scaled = self.scaled(pt)?;
+        self.params.rlwe().check_id(pt.param_id)?;
         let basis = self.top_basis()?;
+        let n = self.params.n();
         let mut out = ct.clone();
         let c0 = &mut out.polys_mut()[0];
-        if subtract {
-            c0.sub_assign(&scaled.poly, basis)?;
-        } else {
-            c0.add_assign(&scaled.poly, basis)?;
+        // Δ·m limb by limb straight into c_0: no temporary polynomial.
+        for (i, (m, &delta)) in basis
+            .moduli()
+            .iter()
+            .zip(&self.params.delta_mod_q)
+            .enumerate()
+        {
+            let delta_shoup = m.shoup(delta);
+            let src = &pt.lifted.data()[i * n..(i + 1) * n];
+            for (x, &v) in c0.limb_mut(i).iter_mut().zip(src) {
+                let d = m.mul_shoup(v, delta, delta_shoup);
+                *x = if subtract { m.sub(*x, d) } else { m.add(*x, d) };
+            }
         }
         Ok(out)
     }
