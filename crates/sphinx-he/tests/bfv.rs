@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use sphinx_he::bfv::{Bfv, BfvParameters, BfvParametersLiteral};
+use sphinx_he::serialization::{DEFAULT_SIZE_LIMIT, Serializable};
 use sphinx_he::{
     Ciphertext, HeError, InvalidParametersReason, PublicKey, SecretKey, SecurityLevel,
 };
@@ -157,6 +158,48 @@ fn preprocessing_result_is_exact_after_flooding() {
 
 fn mismatch<T>(r: Result<T, HeError>) -> bool {
     matches!(r, Err(HeError::ParamMismatch { .. }))
+}
+
+#[test]
+fn preprocessing_messages_round_trip_the_wire_format() {
+    let s = setup();
+    let rlwe = s.params.rlwe();
+    let t = s.params.t();
+    let mut rng = ChaCha20Rng::seed_from_u64(6);
+    let (r, w) = (
+        random_slots(&mut rng, 8192, t),
+        random_slots(&mut rng, 8192, t),
+    );
+    let ct_r = s
+        .bfv
+        .encrypt_sk(&s.sk, &s.bfv.encode(&r).unwrap(), &mut rng)
+        .unwrap();
+    let up = ct_r.to_bytes(rlwe).unwrap();
+    let back = Ciphertext::from_bytes(rlwe, &up, DEFAULT_SIZE_LIMIT).unwrap();
+    let out = s
+        .bfv
+        .flood(
+            &s.pk,
+            &s.bfv.mul_plain(&back, &s.bfv.encode(&w).unwrap()).unwrap(),
+            &mut rng,
+        )
+        .unwrap();
+    let down = out.to_bytes(rlwe).unwrap();
+    let got = Ciphertext::from_bytes(rlwe, &down, DEFAULT_SIZE_LIMIT).unwrap();
+    let want: Vec<u64> = (0..8192).map(|i| mulmod(w[i], r[i], t)).collect();
+    assert_eq!(
+        s.bfv.decode(&s.bfv.decrypt(&s.sk, &got).unwrap()).unwrap(),
+        want
+    );
+    // The seeded upload is about half the download: one packed polynomial of 210 bits per
+    // coefficient (~210 KiB) against two.
+    let poly = 8192 * 210 / 8;
+    assert!(up.len() >= poly && up.len() < poly + 1024, "{}", up.len());
+    assert!(
+        down.len() >= 2 * poly && down.len() < 2 * poly + 1024,
+        "{}",
+        down.len()
+    );
 }
 
 /// Two-sample Kolmogorov–Smirnov statistic.
