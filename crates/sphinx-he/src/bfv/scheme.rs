@@ -403,6 +403,7 @@ impl Bfv {
         let n = self.params.n();
         let t = self.params.t;
         let tv = t.value() as u128;
+        let fast = t.value() < 1 << 50;
         let v = sk.decrypt(ct)?.poly.into_coeff(basis)?;
         let crt = &rlwe.crt[level];
         let mut int = vec![0u64; n];
@@ -413,7 +414,7 @@ impl Bfv {
             let inv_q = crt.inv_q[i];
             for ((&x, a), f) in v.limb(i).iter().zip(int.iter_mut()).zip(frac.iter_mut()) {
                 let y = m.mul_shoup(x, inv, inv_shoup) as u128 * tv;
-                let (quot, rem) = (y / q, y % q);
+                let (quot, rem) = div_rem(y, q, inv_q, fast);
                 *a = t.add(*a, t.reduce_u128(quot));
                 *f += rem as f64 * inv_q;
             }
@@ -425,4 +426,26 @@ impl Bfv {
             .collect();
         Ok(out)
     }
+}
+
+/// `(⌊x/q⌋, x mod q)` for `x = y·t` with `y < q < 2^62`, so the quotient is below `t`. For
+/// `t < 2^50` an `f64` estimate of the quotient (relative error below 2^-51) is off by less
+/// than 1 and one correction step in each direction makes it exact, far cheaper than a
+/// 128-bit division; larger `t` take the division.
+#[inline(always)]
+fn div_rem(x: u128, q: u128, inv_q: f64, fast: bool) -> (u128, u128) {
+    if !fast {
+        return (x / q, x % q);
+    }
+    let mut quot = (x as f64 * inv_q) as u128;
+    let mut rem = x as i128 - (quot * q) as i128;
+    if rem < 0 {
+        rem += q as i128;
+        quot -= 1;
+    }
+    if rem >= q as i128 {
+        rem -= q as i128;
+        quot += 1;
+    }
+    (quot, rem as u128)
 }
