@@ -421,3 +421,37 @@ proptest! {
         prop_assert!(noise <= s.params.noise_bounds().mul_plain);
     }
 }
+
+#[test]
+fn large_plaintext_modulus_is_exact_too() {
+    // t ≥ 2^50 takes the 128-bit division path of decryption (toy ring, large Q).
+    let params = BfvParametersLiteral::insecure_for_tests(12, &[60, 60, 60, 60], 55)
+        .build()
+        .unwrap();
+    let bfv = Bfv::new(&params);
+    let t = params.t();
+    assert!(t > 1 << 54);
+    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    let sk = SecretKey::generate(params.rlwe(), &mut rng).unwrap();
+    let pk = PublicKey::new(&sk, &mut rng).unwrap();
+    let (r, w, m) = (
+        random_slots(&mut rng, 4096, t),
+        random_slots(&mut rng, 4096, t),
+        random_slots(&mut rng, 4096, t),
+    );
+    let ct = bfv
+        .encrypt_pk(&pk, &bfv.encode(&r).unwrap(), &mut rng)
+        .unwrap();
+    let prod = bfv.mul_plain(&ct, &bfv.encode(&w).unwrap()).unwrap();
+    let out = bfv
+        .flood(
+            &pk,
+            &bfv.sub_plain(&prod, &bfv.encode(&m).unwrap()).unwrap(),
+            &mut rng,
+        )
+        .unwrap();
+    let want: Vec<u64> = (0..4096)
+        .map(|i| (mulmod(w[i], r[i], t) + t - m[i]) % t)
+        .collect();
+    assert_eq!(bfv.decode(&bfv.decrypt(&sk, &out).unwrap()).unwrap(), want);
+}
