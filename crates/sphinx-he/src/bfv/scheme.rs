@@ -1,7 +1,7 @@
 //! BFV plaintexts, encryption, exact decryption, additive and plaintext-multiplicative
 //! operations, and noise flooding.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rand::{CryptoRng, RngCore};
 use sphinx_math::{Coeff, Ntt, Poly};
@@ -12,13 +12,20 @@ use crate::error::{HeError, Result};
 use crate::params::ParamId;
 use crate::rlwe::{Ciphertext, Plaintext, PublicKey, SecretKey};
 
-/// A BFV plaintext: `N` slot values modulo `t`, with its polynomial `m(X)` (coefficients
-/// centered in `(−t/2, t/2]`) lifted to `Q` in NTT form, ready for products and additions.
-#[derive(Clone, Debug, PartialEq)]
+/// A BFV plaintext: `N` slot values modulo `t`. Its polynomial `m(X)` (coefficients centered
+/// in `(−t/2, t/2]`), lifted to `Q` in NTT form, is computed on first use in a product or sum
+/// and kept, so a server plaintext used against many ciphertexts pays for it once.
+#[derive(Clone, Debug)]
 pub struct BfvPlaintext {
     slots: Vec<u64>,
-    lifted: Poly<Ntt>,
+    lifted: OnceLock<Poly<Ntt>>,
     param_id: ParamId,
+}
+
+impl PartialEq for BfvPlaintext {
+    fn eq(&self, other: &Self) -> bool {
+        self.param_id == other.param_id && self.slots == other.slots
+    }
 }
 
 impl BfvPlaintext {
@@ -73,9 +80,7 @@ impl Bfv {
         }
         let mut slots = values.to_vec();
         slots.resize(n, 0);
-        let mut coeffs = slots.clone();
-        self.params.t_plan.inverse(&mut coeffs);
-        self.plaintext_from_coeffs(slots, &coeffs)
+        Ok(self.plaintext(slots))
     }
 
     /// Encodes signed values, each reduced modulo `t` (fixed-point data in `(−t/2, t/2]`).
@@ -142,10 +147,9 @@ impl Bfv {
     /// [`HeError::UnsupportedCiphertextSize`].
     pub fn decrypt(&self, sk: &SecretKey, ct: &Ciphertext) -> Result<BfvPlaintext> {
         self.check_ct(ct)?;
-        let coeffs = self.decrypt_coeffs(sk, ct)?;
-        let mut slots = coeffs.clone();
+        let mut slots = self.decrypt_coeffs(sk, ct)?;
         self.params.t_plan.forward(&mut slots);
-        self.plaintext_from_coeffs(slots, &coeffs)
+        Ok(self.plaintext(slots))
     }
 
     /// The centered noise coefficients `[c_0 + c_1 s − Δ·m]_Q` of `ct` (as `f64`), for
@@ -205,11 +209,11 @@ impl Bfv {
     /// As [`add_plain`](Self::add_plain).
     pub fn mul_plain(&self, ct: &Ciphertext, pt: &BfvPlaintext) -> Result<Ciphertext> {
         self.check_ct(ct)?;
-        self.params.rlwe().check_id(pt.param_id)?;
+        let lifted = self.lifted(pt)?;
         let basis = self.top_basis()?;
         let mut out = ct.clone();
         for p in out.polys_mut() {
-            p.mul_assign(&pt.lifted, basis)?;
+            p.mul_assign(lifted, basis)?;
         }
         Ok(out)
     }
@@ -343,7 +347,7 @@ impl Bfv {
         subtract: bool,
     ) -> Result<Ciphertext> {
         self.check_ct(ct)?;
-        self.params.rlwe().check_id(pt.param_id)?;
+        let lifted = self.lifted(pt)?;
         let basis = self.top_basis()?;
         let n = self.params.n();
         let mut out = ct.clone();
@@ -356,7 +360,7 @@ impl Bfv {
             .enumerate()
         {
             let delta_shoup = m.shoup(delta);
-            let src = &pt.lifted.data()[i * n..(i + 1) * n];
+            let src = &lifted.data()[i * n..(i + 1) * n];
             for (x, &v) in c0.limb_mut(i).iter_mut().zip(src) {
                 let d = m.mul_shoup(v, delta, delta_shoup);
                 *x = if subtract { m.sub(*x, d) } else { m.add(*x, d) };
@@ -370,25 +374,36 @@ impl Bfv {
         let rlwe = self.params.rlwe();
         rlwe.check_id(pt.param_id)?;
         let basis = self.top_basis()?;
-        let mut poly = pt.lifted.clone();
+        let mut poly = self.lifted(pt)?.clone();
         poly.mul_scalar_assign(&self.params.delta_mod_q, basis)?;
         Plaintext::from_poly(rlwe, poly, rlwe.max_level(), 1.0)
     }
 
-    /// `slots` and the matching coefficients mod `t` into a plaintext.
-    fn plaintext_from_coeffs(&self, slots: Vec<u64>, coeffs: &[u64]) -> Result<BfvPlaintext> {
+    fn plaintext(&self, slots: Vec<u64>) -> BfvPlaintext {
+        BfvPlaintext {
+            slots,
+            lifted: OnceLock::new(),
+            param_id: self.params.id(),
+        }
+    }
+
+    /// `m(X)` lifted to `Q` (NTT form), computed once per plaintext.
+    fn lifted<'a>(&self, pt: &'a BfvPlaintext) -> Result<&'a Poly<Ntt>> {
+        self.params.rlwe().check_id(pt.param_id)?;
+        if let Some(p) = pt.lifted.get() {
+            return Ok(p);
+        }
         let basis = self.top_basis()?;
         let n = self.params.n();
         let t = self.params.t();
+        let mut coeffs = pt.slots.clone();
+        self.params.t_plan.inverse(&mut coeffs);
         let mut poly = Poly::<Coeff>::zero(basis);
         for (limb, m) in poly.data_mut().chunks_exact_mut(n).zip(basis.moduli()) {
-            m.lift_centered(limb, coeffs, t);
+            m.lift_centered(limb, &coeffs, t);
         }
-        Ok(BfvPlaintext {
-            slots,
-            lifted: poly.into_ntt(basis)?,
-            param_id: self.params.id(),
-        })
+        let poly = poly.into_ntt(basis)?;
+        Ok(pt.lifted.get_or_init(|| poly))
     }
 
     /// Coefficients of `⌊t·v/Q⌉ mod t` for `v = c_0 + c_1 s`.
