@@ -132,6 +132,14 @@ pub enum HeError {
     /// Secret-key material that is not `N` ternary coefficients.
     #[error("invalid secret key material")]
     InvalidSecretKey,
+    /// A plaintext value that is not reduced modulo the plaintext modulus `t`.
+    #[error("value {value} is not below the plaintext modulus {modulus}")]
+    ValueOutOfRange {
+        /// The offending value.
+        value: u64,
+        /// The plaintext modulus.
+        modulus: u64,
+    },
     /// A rotation step outside `(-slots, slots)`.
     #[error("rotation by {steps} is out of range for {slots} slots")]
     InvalidRotation {
@@ -156,6 +164,15 @@ pub enum InvalidParametersReason {
     PrimeBits(u32),
     /// A scale of zero bits or more than 60.
     ScaleBits(u32),
+    /// A BFV plaintext modulus size outside the supported range (or needing special primes).
+    PlaintextModulusBits(u32),
+    /// The BFV ciphertext modulus is too small for noise flooding plus exact decryption.
+    FloodingBudget {
+        /// `log2` of the worst-case noise after flooding, rounded up.
+        needed_bits: u32,
+        /// `log2` of the largest noise decryption tolerates, rounded down.
+        available_bits: u32,
+    },
 }
 
 impl std::fmt::Display for InvalidParametersReason {
@@ -169,6 +186,17 @@ impl std::fmt::Display for InvalidParametersReason {
             Self::TooManyPrimes(c) => write!(f, "{c} ciphertext primes exceed the maximum of 64"),
             Self::PrimeBits(b) => write!(f, "a {b}-bit prime is outside the supported sizes"),
             Self::ScaleBits(b) => write!(f, "scale of {b} bits is outside 1 ..= 60"),
+            Self::PlaintextModulusBits(b) => write!(
+                f,
+                "a {b}-bit plaintext modulus is outside the supported sizes (BFV sets take no special primes)"
+            ),
+            Self::FloodingBudget {
+                needed_bits,
+                available_bits,
+            } => write!(
+                f,
+                "flooded noise needs {needed_bits} bits but decryption tolerates only {available_bits}"
+            ),
         }
     }
 }

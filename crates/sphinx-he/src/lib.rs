@@ -8,6 +8,9 @@
 //!   hybrid key switching. Nothing here knows about CKKS, so an exact (BFV-style) encoding can
 //!   reuse it as is.
 //! - [`ckks`]: the [`Encoder`] (canonical embedding via a special FFT) and the [`Evaluator`].
+//! - [`bfv`]: exact arithmetic mod a prime `t ≈ 2^41` ([`bfv::Bfv`]): SIMD encoding,
+//!   plaintext × ciphertext products, additions, and noise flooding for Delphi-style
+//!   preprocessing ([`bfv::BfvParametersLiteral::delphi_n8192`]).
 //!
 //! Every [`Ciphertext`] and [`Plaintext`] carries its parameter id and level; operations on
 //! mismatched operands return [`HeError`], never panic.
@@ -56,6 +59,7 @@
 //! # Ok::<(), HeError>(())
 //! ```
 
+pub mod bfv;
 pub mod ckks;
 pub mod error;
 pub mod params;

@@ -114,7 +114,7 @@ impl Encoder {
     }
 
     /// Centered integer value of each coefficient (exact CRT), as `f64`.
-    fn crt_to_f64(&self, coeffs: &Poly<Coeff>, level: usize) -> Vec<f64> {
+    pub(crate) fn crt_to_f64(&self, coeffs: &Poly<Coeff>, level: usize) -> Vec<f64> {
         let n = self.params.n();
         let moduli = &self
             .params
