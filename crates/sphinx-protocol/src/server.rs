@@ -234,12 +234,13 @@ impl Server {
                         None => acc = Some(prod),
                     }
                 }
-                let acc = match acc {
+                let mut acc = match acc {
                     Some(a) => a,
                     // A weight that only ever meets padding has a zero gradient.
                     None => eval.mul_integer(&eval.multiply(&delta[0], &delta[0])?, 0)?,
                 };
-                Ok(eval.rescale(&acc)?)
+                eval.rescale_assign(&mut acc)?;
+                Ok(acc)
             })
             .collect::<Result<Vec<_>>>()?;
         let msg = ServerMessage::WeightGradients(WeightGradients {
@@ -310,7 +311,8 @@ impl Server {
                         ws.push(f64::from(w[[o, p]]));
                     }
                 }
-                let mut z = eval.rescale(&eval.linear_combination(&refs, &ws)?)?;
+                let mut z = eval.linear_combination(&refs, &ws)?;
+                eval.rescale_assign(&mut z)?;
                 eval.add_assign(&mut z, &bias[o])?;
                 Ok(z)
             })
@@ -353,8 +355,10 @@ impl Server {
                     eval.add_assign(&mut sum, ct)?;
                 }
                 // Rotating before the rescale divides the key-switching noise by q_1 too.
-                let scaled = eval.mul_scalar(&sum, factor)?;
-                Ok(eval.rescale(&eval.sum_slots(&scaled, &self.galois)?)?)
+                eval.mul_scalar_assign(&mut sum, factor)?;
+                let mut total = eval.sum_slots(&sum, &self.galois)?;
+                eval.rescale_assign(&mut total)?;
+                Ok(total)
             })
             .collect::<Result<Vec<_>>>()?;
         let reply = if layer > 0 {
@@ -370,7 +374,9 @@ impl Server {
                             ws.push(f64::from(w[[o, p as usize]]));
                         }
                     }
-                    Ok(eval.rescale(&eval.linear_combination(&refs, &ws)?)?)
+                    let mut e = eval.linear_combination(&refs, &ws)?;
+                    eval.rescale_assign(&mut e)?;
+                    Ok(e)
                 })
                 .collect::<Result<Vec<_>>>()?;
             Some(ServerMessage::BackwardOutput(CtBatch {
