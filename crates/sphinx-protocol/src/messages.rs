@@ -11,7 +11,7 @@
 //! | [`Setup`] | client → server | parameter literal, public key, Galois keys, model JSON, training config |
 //! | forward input `[a_l]` | client → server | step, layer, ciphertexts (seeded, top level) |
 //! | forward output `[z_l]` | server → client | step, layer, ciphertexts (level 0) |
-//! | backward delta `[δ_l]` | client → server | step, layer, ciphertexts (seeded, top level) |
+//! | backward delta `[δ_l]` | client → server | step, layer, ciphertexts (seeded, top level): `δ` replicated, then `δ` packed `R` units per ciphertext |
 //! | backward output `[Wᵀδ_l]` | server → client | step, layer, ciphertexts (level 0) |
 //! | [`WeightGradients`] | server → client | step, layer, first weight, 3-part ciphertexts (level 0) |
 //! | [`NoisyGradient`] | client → server | step, `f32` noisy averaged W-gradient |
@@ -131,6 +131,10 @@ pub struct TrainingConfig {
     /// all-zero patches (image background) off the tie at exactly 0, where the plaintext
     /// derivative is 0 but CKKS noise would decide it at random.
     pub bias_init: f32,
+    /// `R`: the batch is replicated in `R` blocks of slots, so that a per-sample gradient
+    /// ciphertext carries `R` weights (one per block). Public: it bounds the batch size
+    /// only as loosely as the public `q·N` does.
+    pub replicas: u32,
 }
 
 /// The client's opening message: public material only.
@@ -159,15 +163,16 @@ pub struct CtBatch {
     pub cts: Vec<Ciphertext>,
 }
 
-/// A chunk of per-sample weight gradients of one layer: ciphertext `i` holds the gradient
-/// of `W` entry `first + i` (row-major) for every sample.
+/// A chunk of per-sample weight gradients of one layer. Ciphertext `i` is gradient
+/// number `k = first + i`, `k = G · patch + p`: its slot block `r` holds the gradient of
+/// `W[G·R + r, p]` for every sample (`R` = [`TrainingConfig::replicas`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WeightGradients {
     /// Training step.
     pub step: u64,
     /// Index among the parameterized layers.
     pub layer: u16,
-    /// Flat index (row-major) of the first weight in this chunk.
+    /// Index of the first gradient ciphertext of this chunk within the layer.
     pub first: u32,
     /// Three-part ciphertexts at level 0.
     pub cts: Vec<Ciphertext>,
@@ -283,7 +288,7 @@ fn put_literal(out: &mut Vec<u8>, l: &ParametersLiteral) {
     out.extend_from_slice(&sec.to_le_bytes());
 }
 
-const TRAINING_CONFIG_LEN: usize = 4 + 8 + 8 + 4;
+const TRAINING_CONFIG_LEN: usize = 4 + 8 + 8 + 4 + 4;
 
 fn envelope(kind: MessageKind, body: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::with_capacity(ENVELOPE_LEN + body.len());
@@ -366,6 +371,7 @@ impl ClientMessage {
                 out.extend_from_slice(&s.training.expected_batch_size.to_le_bytes());
                 out.extend_from_slice(&s.training.init_seed.to_le_bytes());
                 out.extend_from_slice(&s.training.bias_init.to_le_bytes());
+                out.extend_from_slice(&s.training.replicas.to_le_bytes());
                 out
             }
             Self::ForwardInput(b) | Self::BackwardDelta(b) => batch_body(b, params, kind)?,

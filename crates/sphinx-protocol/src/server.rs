@@ -41,6 +41,7 @@ enum Expect {
 /// Per-sample gradients of one layer still to be sent.
 struct GradientJob {
     layer: usize,
+    /// `[δ]` packed `R` units per ciphertext: index `G · positions + pos`.
     delta: Vec<Ciphertext>,
     input: Vec<Ciphertext>,
     next: usize,
@@ -118,6 +119,9 @@ impl Server {
             return Err(ProtocolError::UnsupportedModel(
                 "no parameterized layer".into(),
             ));
+        }
+        if setup.training.replicas == 0 || setup.training.replicas as usize > params.slots() {
+            return Err(invalid(MessageKind::Setup, "replicas outside 1 ..= slots"));
         }
         let n = plans.len();
         Ok(Self {
@@ -212,23 +216,27 @@ impl Server {
     /// [`ProtocolError::He`] from the evaluator.
     pub fn poll(&mut self) -> Result<Option<ServerMessage>> {
         let t = Instant::now();
+        let Some(layer) = self.jobs.front().map(|j| j.layer) else {
+            return Ok(None);
+        };
+        let total = self.gradient_cts(layer);
         let Some(job) = self.jobs.front_mut() else {
             return Ok(None);
         };
         let plan = &self.plans[job.layer];
-        let end = (job.next + GRADIENT_CHUNK).min(plan.weights());
+        let end = (job.next + GRADIENT_CHUNK).min(total);
         let eval = &self.eval;
         let (delta, input) = (&job.delta, &job.input);
         let cts = (job.next..end)
             .into_par_iter()
             .map(|w| {
-                let (o, p) = (w / plan.patch(), w % plan.patch());
+                let (group, p) = (w / plan.patch(), w % plan.patch());
                 let mut acc: Option<Ciphertext> = None;
                 for pos in 0..plan.positions() {
                     let Some(q) = plan.input_at(p, pos) else {
                         continue;
                     };
-                    let prod = eval.multiply(&delta[o * plan.positions() + pos], &input[q])?;
+                    let prod = eval.multiply(&delta[group * plan.positions() + pos], &input[q])?;
                     match &mut acc {
                         Some(a) => eval.add_assign(a, &prod)?,
                         None => acc = Some(prod),
@@ -250,11 +258,26 @@ impl Server {
             cts,
         });
         job.next = end;
-        if job.next >= plan.weights() {
+        if job.next >= total {
             self.jobs.pop_front();
         }
         self.times.add(Phase::ServerBackward, t.elapsed());
         Ok(Some(msg))
+    }
+
+    /// `R`.
+    fn replicas(&self) -> usize {
+        self.config.replicas as usize
+    }
+
+    /// Unit groups of `R` in layer `l`.
+    fn groups(&self, layer: usize) -> usize {
+        self.plans[layer].units().div_ceil(self.replicas())
+    }
+
+    /// Per-sample gradient ciphertexts of layer `l`: `groups · patch`.
+    fn gradient_cts(&self, layer: usize) -> usize {
+        self.groups(layer) * self.plans[layer].patch()
     }
 
     fn check_batch(&self, b: &CtBatch, kind: MessageKind, count: usize) -> Result<()> {
@@ -340,12 +363,17 @@ impl Server {
             });
         }
         let plan = &self.plans[layer];
-        self.check_batch(&b, kind, plan.out_dim())?;
+        let packed_len = self.groups(layer) * plan.positions();
+        self.check_batch(&b, kind, plan.out_dim() + packed_len)?;
+        let mut b = b;
+        let packed = b.cts.split_off(plan.out_dim());
         let eval = &self.eval;
         let w = &self.weights[layer];
-        // [b_o] -= lr/(qN) · Σ_slots Σ_pos [δ_{o,pos}]: the averaged bias gradient, never
-        // decrypted by the server.
-        let factor = -f64::from(self.config.learning_rate) / self.config.expected_batch_size;
+        // [b_o] -= lr/(qN) · Σ_slots Σ_pos [δ_{o,pos}] / R (the batch is in R blocks): the
+        // averaged bias gradient, never decrypted by the server.
+        let factor = -f64::from(self.config.learning_rate)
+            / self.config.expected_batch_size
+            / self.replicas() as f64;
         let updates = (0..plan.units())
             .into_par_iter()
             .map(|o| {
@@ -395,7 +423,7 @@ impl Server {
             .ok_or_else(|| invalid(kind, "no stored layer input (forward pass incomplete)"))?;
         self.jobs.push_back(GradientJob {
             layer,
-            delta: b.cts,
+            delta: packed,
             input,
             next: 0,
         });

@@ -62,8 +62,9 @@ fn every_message_is_versioned_and_its_size_exact() {
     assert_eq!(count(MessageKind::ForwardOutput), 2);
     assert_eq!(count(MessageKind::BackwardDelta), 2);
     assert_eq!(count(MessageKind::BackwardOutput), 1);
-    // 784 weights in chunks of 256, then 160.
-    assert_eq!(count(MessageKind::WeightGradients), 5);
+    // Expected batch 16 gives slot blocks of 48, so R = 2048 / 48 = 42 replicas: one
+    // gradient ciphertext per column of W (49 and 16), one chunk per layer.
+    assert_eq!(count(MessageKind::WeightGradients), 2);
     assert_eq!(count(MessageKind::NoisyGradient), 1);
     let up: u64 = MessageKind::ALL
         .iter()
