@@ -13,6 +13,7 @@ use ndarray::Array2;
 use rand::{CryptoRng, RngCore};
 use rayon::prelude::*;
 use sphinx_he::{Ciphertext, Encoder, Evaluator, GaloisKeys, Parameters};
+use sphinx_math::Poly;
 use sphinx_nn::model::Model;
 
 use crate::accounting::{Phase, PhaseTimes};
@@ -225,30 +226,37 @@ impl Server {
         };
         let plan = &self.plans[job.layer];
         let end = (job.next + GRADIENT_CHUNK).min(total);
-        let eval = &self.eval;
+        let (eval, params) = (&self.eval, &self.params);
         let (delta, input) = (&job.delta, &job.input);
+        let level = params.max_level();
+        let basis = params.q_basis(level)?;
         let cts = (job.next..end)
             .into_par_iter()
             .map(|w| {
                 let (group, p) = (w / plan.patch(), w % plan.patch());
-                let mut acc: Option<Ciphertext> = None;
+                // Σ_pos [δ]·[a] accumulated straight into the three output polynomials
+                // (no temporaries, no relinearization). Inputs were checked to be fresh
+                // two-part ciphertexts at the top level.
+                let mut acc = [Poly::zero(basis), Poly::zero(basis), Poly::zero(basis)];
+                let mut scale = None;
                 for pos in 0..plan.positions() {
                     let Some(q) = plan.input_at(p, pos) else {
                         continue;
                     };
-                    let prod = eval.multiply(&delta[group * plan.positions() + pos], &input[q])?;
-                    match &mut acc {
-                        Some(a) => eval.add_assign(a, &prod)?,
-                        None => acc = Some(prod),
+                    let (d, a) = (&delta[group * plan.positions() + pos], &input[q]);
+                    let (dp, ap) = (d.polys(), a.polys());
+                    for (out, x, y) in [(0, 0, 0), (1, 0, 1), (1, 1, 0), (2, 1, 1)] {
+                        acc[out]
+                            .mul_add_assign(&dp[x], &ap[y], basis)
+                            .map_err(sphinx_he::HeError::from)?;
                     }
+                    scale = Some(d.scale() * a.scale());
                 }
-                let mut acc = match acc {
-                    Some(a) => a,
-                    // A weight that only ever meets padding has a zero gradient.
-                    None => eval.mul_integer(&eval.multiply(&delta[0], &delta[0])?, 0)?,
-                };
-                eval.rescale_assign(&mut acc)?;
-                Ok(acc)
+                // A weight that only ever meets padding has a zero gradient.
+                let scale = scale.unwrap_or(params.scale() * params.scale());
+                let mut ct = Ciphertext::from_parts(params, acc.into(), level, scale)?;
+                eval.rescale_assign(&mut ct)?;
+                Ok(ct)
             })
             .collect::<Result<Vec<_>>>()?;
         let msg = ServerMessage::WeightGradients(WeightGradients {
