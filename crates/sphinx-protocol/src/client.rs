@@ -172,6 +172,7 @@ impl Client {
                 init_seed: config.init_seed,
                 bias_init: config.bias_init,
                 replicas: replicas as u32,
+                block: block as u32,
             },
         };
         let client = Self {
@@ -389,7 +390,12 @@ impl Client {
         };
         self.state_mut(kind)?.stacks[k] = stack;
         self.times.add(Phase::ClientNonlinear, t.elapsed());
-        let mut cts = self.encrypt_columns(to_send.view())?;
+        // The first layer's δ only feeds gradients and the bias, which use the packed form.
+        let mut cts = if last && k == 0 {
+            Vec::new()
+        } else {
+            self.encrypt_columns(to_send.view())?
+        };
         if last {
             cts.extend(self.encrypt_packed(k, to_send.view())?);
             if k == 0 {
@@ -428,7 +434,11 @@ impl Client {
             grad = backward_nonlinear(layer, input.view(), grad.view())?;
         }
         self.times.add(Phase::ClientNonlinear, t.elapsed());
-        let mut cts = self.encrypt_columns(grad.view())?;
+        let mut cts = if k == 1 {
+            Vec::new()
+        } else {
+            self.encrypt_columns(grad.view())?
+        };
         cts.extend(self.encrypt_packed(k - 1, grad.view())?);
         if k == 1 {
             self.state_mut(kind)?.backward_done = true;

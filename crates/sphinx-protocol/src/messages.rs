@@ -11,7 +11,7 @@
 //! | [`Setup`] | client → server | parameter literal, public key, Galois keys, model JSON, training config |
 //! | forward input `[a_l]` | client → server | step, layer, ciphertexts (seeded, top level) |
 //! | forward output `[z_l]` | server → client | step, layer, ciphertexts (level 0) |
-//! | backward delta `[δ_l]` | client → server | step, layer, ciphertexts (seeded, top level): `δ` replicated, then `δ` packed `R` units per ciphertext |
+//! | backward delta `[δ_l]` | client → server | step, layer, ciphertexts (seeded, top level): `δ` replicated (not for the first layer), then `δ` packed `R` units per ciphertext |
 //! | backward output `[Wᵀδ_l]` | server → client | step, layer, ciphertexts (level 0) |
 //! | [`WeightGradients`] | server → client | step, layer, first weight, 3-part ciphertexts (level 0) |
 //! | [`NoisyGradient`] | client → server | step, `f32` noisy averaged W-gradient |
@@ -141,6 +141,9 @@ pub struct TrainingConfig {
     /// ciphertext carries `R` weights (one per block). Public: it bounds the batch size
     /// only as loosely as the public `q·N` does.
     pub replicas: u32,
+    /// Slots per replica block (`R · block ≤ slots`): block `r` is slots
+    /// `r·block .. (r+1)·block`.
+    pub block: u32,
 }
 
 /// The client's opening message: public material only.
@@ -294,7 +297,7 @@ fn put_literal(out: &mut Vec<u8>, l: &ParametersLiteral) {
     out.extend_from_slice(&sec.to_le_bytes());
 }
 
-const TRAINING_CONFIG_LEN: usize = 4 + 8 + 8 + 4 + 4;
+const TRAINING_CONFIG_LEN: usize = 4 + 8 + 8 + 4 + 4 + 4;
 
 fn envelope(kind: MessageKind, body: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::with_capacity(ENVELOPE_LEN + body.len());
@@ -378,6 +381,7 @@ impl ClientMessage {
                 out.extend_from_slice(&s.training.init_seed.to_le_bytes());
                 out.extend_from_slice(&s.training.bias_init.to_le_bytes());
                 out.extend_from_slice(&s.training.replicas.to_le_bytes());
+                out.extend_from_slice(&s.training.block.to_le_bytes());
                 out
             }
             Self::ForwardInput(b) | Self::BackwardDelta(b) => batch_body(b, params, kind)?,
@@ -616,6 +620,7 @@ pub fn decode_setup(bytes: &[u8], limit: usize) -> Result<Setup> {
     let init_seed = c.u64()?;
     let bias_init = f32::from_le_bytes(c.array()?);
     let replicas = c.u32()?;
+    let block = c.u32()?;
     c.finish()?;
     if !(learning_rate.is_finite() && expected_batch_size.is_finite() && bias_init.is_finite())
         || expected_batch_size <= 0.0
@@ -635,6 +640,7 @@ pub fn decode_setup(bytes: &[u8], limit: usize) -> Result<Setup> {
             init_seed,
             bias_init,
             replicas,
+            block,
         },
     })
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 use ndarray::Array2;
 use rand::{CryptoRng, RngCore};
 use rayon::prelude::*;
-use sphinx_he::{Ciphertext, Encoder, Evaluator, GaloisKeys, Parameters};
+use sphinx_he::{Ciphertext, Encoder, Evaluator, GaloisKeys, Parameters, Plaintext};
 use sphinx_math::Poly;
 use sphinx_nn::model::Model;
 
@@ -57,6 +57,9 @@ pub struct Server {
     plans: Vec<LayerPlan>,
     weights: Vec<Array2<f32>>,
     biases: Vec<Vec<Ciphertext>>,
+    /// Per replica block `r`: `-lr/(qN)` on the block's slots, 0 elsewhere (top level,
+    /// encoded at the scale `q_1` that the rescale divides out).
+    bias_masks: Vec<Plaintext>,
     inputs: Vec<Option<Vec<Ciphertext>>>,
     jobs: VecDeque<GradientJob>,
     expect: Expect,
@@ -121,12 +124,36 @@ impl Server {
                 "no parameterized layer".into(),
             ));
         }
-        if setup.training.replicas == 0 || setup.training.replicas as usize > params.slots() {
-            return Err(invalid(MessageKind::Setup, "replicas outside 1 ..= slots"));
+        let (replicas, block) = (
+            setup.training.replicas as usize,
+            setup.training.block as usize,
+        );
+        if replicas == 0 || block == 0 || replicas.saturating_mul(block) > params.slots() {
+            return Err(invalid(
+                MessageKind::Setup,
+                "replica blocks must be non-empty and fit the slots",
+            ));
         }
+        let eval = Evaluator::new(&params);
+        let factor = -f64::from(setup.training.learning_rate) / setup.training.expected_batch_size;
+        if !factor.is_finite() {
+            return Err(invalid(
+                MessageKind::Setup,
+                "learning rate / q·N not finite",
+            ));
+        }
+        let top = params.max_level();
+        let bias_masks = (0..replicas)
+            .map(|r| {
+                let mut v = vec![0.0; replicas * block];
+                v[r * block..(r + 1) * block].fill(factor);
+                Ok(encoder.encode(&v, eval.scalar_scale(top), top)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let n = plans.len();
         Ok(Self {
-            eval: Evaluator::new(&params),
+            eval,
+            bias_masks,
             params,
             galois: setup.galois_keys,
             config: setup.training,
@@ -371,28 +398,36 @@ impl Server {
             });
         }
         let plan = &self.plans[layer];
+        // The first layer needs no Wᵀδ, so the client sends only the packed δ.
+        let replicated_len = if layer > 0 { plan.out_dim() } else { 0 };
         let packed_len = self.groups(layer) * plan.positions();
-        self.check_batch(&b, kind, plan.out_dim() + packed_len)?;
+        self.check_batch(&b, kind, replicated_len + packed_len)?;
         let mut b = b;
-        let packed = b.cts.split_off(plan.out_dim());
+        let packed = b.cts.split_off(replicated_len);
         let eval = &self.eval;
         let w = &self.weights[layer];
-        // [b_o] -= lr/(qN) · Σ_slots Σ_pos [δ_{o,pos}] / R (the batch is in R blocks): the
-        // averaged bias gradient, never decrypted by the server.
-        let factor = -f64::from(self.config.learning_rate)
-            / self.config.expected_batch_size
-            / self.replicas() as f64;
-        let updates = (0..plan.units())
+        let replicas = self.replicas();
+        // [b_o] -= lr/(qN) · Σ_slots Σ_pos [δ_{o,pos}], from the packed δ: unit o sits in
+        // block o mod R of group o div R, selected by that block's mask. The averaged bias
+        // gradient is never decrypted by the server.
+        let group_sums = (0..self.groups(layer))
             .into_par_iter()
-            .map(|o| {
-                let row = &b.cts[o * plan.positions()..(o + 1) * plan.positions()];
+            .map(|g| {
+                let row = &packed[g * plan.positions()..(g + 1) * plan.positions()];
                 let mut sum = row[0].clone();
                 for ct in &row[1..] {
                     eval.add_assign(&mut sum, ct)?;
                 }
+                Ok(sum)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let updates = (0..plan.units())
+            .into_par_iter()
+            .map(|o| {
+                let sum = &group_sums[o / replicas];
+                let masked = eval.mul_plain(sum, &self.bias_masks[o % replicas])?;
                 // Rotating before the rescale divides the key-switching noise by q_1 too.
-                eval.mul_scalar_assign(&mut sum, factor)?;
-                let mut total = eval.sum_slots(&sum, &self.galois)?;
+                let mut total = eval.sum_slots(&masked, &self.galois)?;
                 eval.rescale_assign(&mut total)?;
                 Ok(total)
             })
