@@ -20,6 +20,11 @@ use crate::messages::{
     ClientMessage, CtBatch, MessageKind, ModelExport, NoisyGradient, ServerMessage, Setup,
     TrainingConfig, WeightGradients,
 };
+use crate::plan::LayerPlan;
+
+/// Standard deviations above the expected batch size that a slot block leaves room for:
+/// a Poisson batch beyond `q·N + 6·√(q·N) + 8` is refused (probability below 10⁻⁸).
+const BLOCK_SIGMAS: f64 = 6.0;
 
 /// The client's training settings (the DP hyperparameters live in the aggregator).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -71,8 +76,15 @@ pub struct Client {
     encoder: Encoder,
     model: Model,
     param_idx: Vec<usize>,
+    plans: Vec<LayerPlan>,
     w_offsets: Vec<usize>,
     w_total: usize,
+    /// Per-sample gradient ciphertexts of a step.
+    g_total: usize,
+    /// Slots per replica block (the largest batch accepted).
+    block: usize,
+    /// `R`: replicas of the batch per ciphertext.
+    replicas: usize,
     data: Dataset,
     agg: DpSgdAggregator,
     ledger: BudgetLedger,
@@ -121,11 +133,20 @@ impl Client {
                 "no parameterized layer".into(),
             ));
         }
+        let expected = aggregator.expected_batch_size();
+        let block = ((expected + BLOCK_SIGMAS * expected.sqrt() + 8.0).ceil() as usize)
+            .clamp(1, params.slots());
+        let replicas = (params.slots() / block).max(1);
+        let plans = param_idx
+            .iter()
+            .map(|&i| LayerPlan::of(&model.layers()[i]))
+            .collect::<Result<Vec<_>>>()?;
         let mut w_offsets = Vec::new();
-        let mut w_total = 0;
-        for p in model.param_layers() {
+        let (mut w_total, mut g_total) = (0, 0);
+        for plan in &plans {
             w_offsets.push(w_total);
-            w_total += p.weight().len();
+            w_total += plan.weights();
+            g_total += plan.units().div_ceil(replicas) * plan.patch();
         }
         if aggregator.dim() != w_total {
             return Err(ProtocolError::UnsupportedModel(format!(
@@ -150,6 +171,8 @@ impl Client {
                 expected_batch_size: aggregator.expected_batch_size(),
                 init_seed: config.init_seed,
                 bias_init: config.bias_init,
+                replicas: replicas as u32,
+                block: block as u32,
             },
         };
         let client = Self {
@@ -158,8 +181,12 @@ impl Client {
             sk,
             model,
             param_idx,
+            plans,
             w_offsets,
             w_total,
+            g_total,
+            block,
+            replicas,
             data,
             agg: aggregator,
             ledger: BudgetLedger::new(config.budget),
@@ -218,10 +245,10 @@ impl Client {
         }
         let t = Instant::now();
         let batch = self.agg.sample_batch();
-        if batch.len() > self.params.slots() {
+        if batch.len() > self.block {
             return Err(ProtocolError::BatchTooLarge {
                 batch: batch.len(),
-                slots: self.params.slots(),
+                slots: self.block,
             });
         }
         let (mut x, labels) = self.data.batch(&batch)?;
@@ -363,8 +390,14 @@ impl Client {
         };
         self.state_mut(kind)?.stacks[k] = stack;
         self.times.add(Phase::ClientNonlinear, t.elapsed());
-        let cts = self.encrypt_columns(to_send.view())?;
+        // The first layer's δ only feeds gradients and the bias, which use the packed form.
+        let mut cts = if last && k == 0 {
+            Vec::new()
+        } else {
+            self.encrypt_columns(to_send.view())?
+        };
         if last {
+            cts.extend(self.encrypt_packed(k, to_send.view())?);
             if k == 0 {
                 self.state_mut(kind)?.backward_done = true;
             }
@@ -401,7 +434,12 @@ impl Client {
             grad = backward_nonlinear(layer, input.view(), grad.view())?;
         }
         self.times.add(Phase::ClientNonlinear, t.elapsed());
-        let cts = self.encrypt_columns(grad.view())?;
+        let mut cts = if k == 1 {
+            Vec::new()
+        } else {
+            self.encrypt_columns(grad.view())?
+        };
+        cts.extend(self.encrypt_packed(k - 1, grad.view())?);
         if k == 1 {
             self.state_mut(kind)?.backward_done = true;
         }
@@ -415,14 +453,13 @@ impl Client {
     fn on_gradients(&mut self, g: WeightGradients) -> Result<Option<ClientMessage>> {
         let kind = MessageKind::WeightGradients;
         let k = usize::from(g.layer);
-        let (Some(&offset), Some(&i)) = (self.w_offsets.get(k), self.param_idx.get(k)) else {
+        let (Some(&offset), Some(plan)) = (self.w_offsets.get(k), self.plans.get(k)) else {
             return Err(unexpected(kind, "a known layer"));
         };
-        let layer_len = self.model.layers()[i]
-            .as_param()
-            .map_or(0, |p| p.weight().len());
+        let (units, patch, r_count, block) =
+            (plan.units(), plan.patch(), self.replicas, self.block);
         let first = g.first as usize;
-        if g.step != self.step || first + g.cts.len() > layer_len {
+        if g.step != self.step || first + g.cts.len() > units.div_ceil(r_count) * patch {
             return Err(ProtocolError::InvalidMessage {
                 kind,
                 reason: "gradient chunk outside the layer or the step".into(),
@@ -430,18 +467,24 @@ impl Client {
         }
         let batch_len = self.state_mut(kind)?.batch_len;
         let t = Instant::now();
-        let values = self.decrypt_columns(&g.cts, batch_len)?;
-        let w_total = self.w_total;
+        let slots = self.decrypt_slots(&g.cts)?;
+        let g_total = self.g_total;
         let state = self.state_mut(kind)?;
-        state
-            .grads
-            .slice_mut(ndarray::s![
-                ..,
-                offset + first..offset + first + g.cts.len()
-            ])
-            .assign(&values);
+        for (i, values) in slots.iter().enumerate() {
+            let (group, p) = ((first + i) / patch, (first + i) % patch);
+            for r in 0..r_count {
+                let o = group * r_count + r;
+                if o >= units {
+                    break;
+                }
+                let col = offset + o * patch + p;
+                for j in 0..batch_len {
+                    state.grads[[j, col]] = values[r * block + j] as f32;
+                }
+            }
+        }
         state.received += g.cts.len();
-        let done = state.received == w_total && state.backward_done;
+        let done = state.received == g_total && state.backward_done;
         let out = if done {
             Some(self.finish_step()?)
         } else {
@@ -484,11 +527,51 @@ impl Client {
         Ok(msg)
     }
 
-    /// One ciphertext per column of `m` (`batch × dim`): slot `j` holds row `j`. Fresh
-    /// seeded symmetric encryptions at the top level.
+    /// One ciphertext per column of `m` (`batch × dim`): slot `r·block + j` holds row `j`
+    /// for every replica `r`. Fresh seeded symmetric encryptions at the top level.
     fn encrypt_columns(&mut self, m: ArrayView2<'_, f32>) -> Result<Vec<Ciphertext>> {
+        let (replicas, block) = (self.replicas, self.block);
+        self.encrypt_with(m.ncols(), |i, values| {
+            for r in 0..replicas {
+                for (j, &v) in m.column(i).iter().enumerate() {
+                    values[r * block + j] = f64::from(v);
+                }
+            }
+        })
+    }
+
+    /// `δ` of parameterized layer `k` packed `R` units per ciphertext: ciphertext
+    /// `G · positions + pos` holds, in block `r`, `δ[·, (G·R + r) · positions + pos]`.
+    fn encrypt_packed(&mut self, k: usize, delta: ArrayView2<'_, f32>) -> Result<Vec<Ciphertext>> {
+        let plan = self
+            .plans
+            .get(k)
+            .ok_or_else(|| ProtocolError::UnsupportedModel("layer index".into()))?;
+        let (units, positions) = (plan.units(), plan.positions());
+        let (replicas, block) = (self.replicas, self.block);
+        let count = units.div_ceil(replicas) * positions;
+        self.encrypt_with(count, |c, values| {
+            let (group, pos) = (c / positions, c % positions);
+            for r in 0..replicas {
+                let o = group * replicas + r;
+                if o >= units {
+                    break;
+                }
+                for (j, &v) in delta.column(o * positions + pos).iter().enumerate() {
+                    values[r * block + j] = f64::from(v);
+                }
+            }
+        })
+    }
+
+    /// `count` fresh encryptions; ciphertext `i` encrypts the slot values that
+    /// `fill(i, ·)` writes into zeros.
+    fn encrypt_with<F>(&mut self, count: usize, fill: F) -> Result<Vec<Ciphertext>>
+    where
+        F: Fn(usize, &mut [f64]) + Sync,
+    {
         let t = Instant::now();
-        let seeds: Vec<[u8; 32]> = (0..m.ncols())
+        let seeds: Vec<[u8; 32]> = (0..count)
             .map(|_| {
                 let mut s = [0u8; 32];
                 self.rng.fill_bytes(&mut s);
@@ -496,12 +579,14 @@ impl Client {
             })
             .collect();
         let (sk, encoder, params) = (&self.sk, &self.encoder, &self.params);
+        let used = (self.replicas * self.block).min(params.slots());
         let out = seeds
             .into_par_iter()
             .enumerate()
             .map(|(i, seed)| {
                 let mut rng = ChaCha20Rng::from_seed(seed);
-                let values: Vec<f64> = m.column(i).iter().map(|&v| f64::from(v)).collect();
+                let mut values = vec![0.0; used];
+                fill(i, &mut values);
                 let pt = encoder.encode(&values, params.scale(), params.max_level())?;
                 Ok(sk.encrypt(&pt, &mut rng)?)
             })
@@ -510,16 +595,17 @@ impl Client {
         out
     }
 
+    /// Decrypts and decodes every slot of each ciphertext.
+    fn decrypt_slots(&self, cts: &[Ciphertext]) -> Result<Vec<Vec<f64>>> {
+        let (sk, encoder) = (&self.sk, &self.encoder);
+        cts.par_iter()
+            .map(|ct| Ok(encoder.decode(&sk.decrypt(ct)?)?))
+            .collect()
+    }
+
     /// Decrypts one ciphertext per column; returns the first `rows` slots as `rows × cts`.
     fn decrypt_columns(&self, cts: &[Ciphertext], rows: usize) -> Result<Array2<f32>> {
-        let (sk, encoder) = (&self.sk, &self.encoder);
-        let cols = cts
-            .par_iter()
-            .map(|ct| {
-                let v = encoder.decode(&sk.decrypt(ct)?)?;
-                Ok(v)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let cols = self.decrypt_slots(cts)?;
         let mut out = Array2::zeros((rows, cts.len()));
         for (i, col) in cols.iter().enumerate() {
             for (j, &v) in col.iter().take(rows).enumerate() {

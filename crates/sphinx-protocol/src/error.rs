@@ -45,6 +45,13 @@ pub enum ProtocolError {
         /// Slots per ciphertext.
         slots: usize,
     },
+    /// Bytes that are not a valid message (truncated, oversized, wrong magic or version,
+    /// trailing data, bad counts).
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// An embedded HE object failed `sphinx-he`'s validating decoder.
+    #[error(transparent)]
+    Decode(#[from] sphinx_he::DecodeError),
     /// The model cannot run in this protocol (e.g. no parameterized layer).
     #[error("unsupported model: {0}")]
     UnsupportedModel(String),

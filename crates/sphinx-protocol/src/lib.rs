@@ -10,6 +10,7 @@
 //! - [`plan`]: the public gather structure of linear and convolutional layers.
 //! - [`reference::ReferenceTrainer`]: the same DP-SGD in plaintext, for exactness tests.
 //! - [`session::Session`]: an in-process driver.
+//! - [`pure_he`]: the Pure-HE baseline's operation counts and measured unit costs.
 //!
 //! One step, with batch-axis packing (slot `j` of every ciphertext holds sample `j`):
 //! 1. the client checks its budget, draws a Poisson batch and sends `[x]`;
@@ -62,6 +63,7 @@ pub mod error;
 pub mod messages;
 pub mod params;
 pub mod plan;
+pub mod pure_he;
 pub mod reference;
 pub mod server;
 pub mod session;

@@ -11,19 +11,25 @@
 //! | [`Setup`] | client → server | parameter literal, public key, Galois keys, model JSON, training config |
 //! | forward input `[a_l]` | client → server | step, layer, ciphertexts (seeded, top level) |
 //! | forward output `[z_l]` | server → client | step, layer, ciphertexts (level 0) |
-//! | backward delta `[δ_l]` | client → server | step, layer, ciphertexts (seeded, top level) |
+//! | backward delta `[δ_l]` | client → server | step, layer, ciphertexts (seeded, top level): `δ` replicated (not for the first layer), then `δ` packed `R` units per ciphertext |
 //! | backward output `[Wᵀδ_l]` | server → client | step, layer, ciphertexts (level 0) |
 //! | [`WeightGradients`] | server → client | step, layer, first weight, 3-part ciphertexts (level 0) |
 //! | [`NoisyGradient`] | client → server | step, `f32` noisy averaged W-gradient |
 //! | model request | client → server | empty |
 //! | [`ModelExport`] | server → client | `f32` weights, bias ciphertexts |
 //!
+//! Decoding ([`ClientMessage::decode`], [`ServerMessage::decode`], [`decode_setup`]) takes a
+//! size limit that is checked before anything is allocated, validates every embedded HE
+//! object against the session's parameters, and rejects trailing bytes.
+//!
 //! The in-process driver passes messages by value and accounts [`ClientMessage::wire_len`] /
 //! [`ServerMessage::wire_len`], which tests pin to the length of [`ClientMessage::encode`] /
 //! [`ServerMessage::encode`].
 
+use std::sync::Arc;
+
 use sphinx_he::serialization::Serializable;
-use sphinx_he::{Ciphertext, GaloisKeys, Parameters, ParametersLiteral, PublicKey};
+use sphinx_he::{Ciphertext, GaloisKeys, Parameters, ParametersLiteral, PublicKey, SecurityLevel};
 use sphinx_nn::model::ModelSpec;
 
 use crate::error::{ProtocolError, Result};
@@ -131,6 +137,13 @@ pub struct TrainingConfig {
     /// all-zero patches (image background) off the tie at exactly 0, where the plaintext
     /// derivative is 0 but CKKS noise would decide it at random.
     pub bias_init: f32,
+    /// `R`: the batch is replicated in `R` blocks of slots, so that a per-sample gradient
+    /// ciphertext carries `R` weights (one per block). Public: it bounds the batch size
+    /// only as loosely as the public `q·N` does.
+    pub replicas: u32,
+    /// Slots per replica block (`R · block ≤ slots`): block `r` is slots
+    /// `r·block .. (r+1)·block`.
+    pub block: u32,
 }
 
 /// The client's opening message: public material only.
@@ -159,15 +172,16 @@ pub struct CtBatch {
     pub cts: Vec<Ciphertext>,
 }
 
-/// A chunk of per-sample weight gradients of one layer: ciphertext `i` holds the gradient
-/// of `W` entry `first + i` (row-major) for every sample.
+/// A chunk of per-sample weight gradients of one layer. Ciphertext `i` is gradient
+/// number `k = first + i`, `k = G · patch + p`: its slot block `r` holds the gradient of
+/// `W[G·R + r, p]` for every sample (`R` = [`TrainingConfig::replicas`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WeightGradients {
     /// Training step.
     pub step: u64,
     /// Index among the parameterized layers.
     pub layer: u16,
-    /// Flat index (row-major) of the first weight in this chunk.
+    /// Index of the first gradient ciphertext of this chunk within the layer.
     pub first: u32,
     /// Three-part ciphertexts at level 0.
     pub cts: Vec<Ciphertext>,
@@ -283,7 +297,7 @@ fn put_literal(out: &mut Vec<u8>, l: &ParametersLiteral) {
     out.extend_from_slice(&sec.to_le_bytes());
 }
 
-const TRAINING_CONFIG_LEN: usize = 4 + 8 + 8 + 4;
+const TRAINING_CONFIG_LEN: usize = 4 + 8 + 8 + 4 + 4 + 4;
 
 fn envelope(kind: MessageKind, body: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::with_capacity(ENVELOPE_LEN + body.len());
@@ -366,6 +380,8 @@ impl ClientMessage {
                 out.extend_from_slice(&s.training.expected_batch_size.to_le_bytes());
                 out.extend_from_slice(&s.training.init_seed.to_le_bytes());
                 out.extend_from_slice(&s.training.bias_init.to_le_bytes());
+                out.extend_from_slice(&s.training.replicas.to_le_bytes());
+                out.extend_from_slice(&s.training.block.to_le_bytes());
                 out
             }
             Self::ForwardInput(b) | Self::BackwardDelta(b) => batch_body(b, params, kind)?,
@@ -438,5 +454,258 @@ impl ServerMessage {
             }
         };
         Ok(envelope(kind, body))
+    }
+}
+
+fn malformed(reason: impl Into<String>) -> ProtocolError {
+    ProtocolError::Malformed(reason.into())
+}
+
+/// A bounds-checked cursor over a message body.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if n > self.bytes.len() {
+            return Err(malformed(format!(
+                "truncated: {n} bytes needed, {} left",
+                self.bytes.len()
+            )));
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    /// A count of items of at least `min_item` bytes each, bounded by what is left.
+    fn count(&mut self, min_item: usize) -> Result<usize> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_item.max(1)) > self.bytes.len() {
+            return Err(malformed(format!("count {n} exceeds the bytes left")));
+        }
+        Ok(n)
+    }
+
+    fn object(&mut self) -> Result<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    fn f32s(&mut self) -> Result<Vec<f32>> {
+        let n = self.count(4)?;
+        let raw = self.take(4 * n)?;
+        Ok(raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    fn cts(&mut self, params: &Arc<Parameters>) -> Result<Vec<Ciphertext>> {
+        let n = self.count(4)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let obj = self.object()?;
+            out.push(Ciphertext::from_bytes(params, obj, obj.len())?);
+        }
+        Ok(out)
+    }
+
+    fn batch(&mut self, params: &Arc<Parameters>) -> Result<CtBatch> {
+        let step = self.u64()?;
+        let layer = self.u16()?;
+        let cts = self.cts(params)?;
+        Ok(CtBatch { step, layer, cts })
+    }
+
+    fn finish(&self) -> Result<()> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(malformed(format!("{} trailing bytes", self.bytes.len())))
+        }
+    }
+}
+
+/// Checks the envelope (magic, version, length within `limit` and exact) and returns the
+/// message type code and the body.
+fn open_envelope(bytes: &[u8], limit: usize) -> Result<(u8, Cursor<'_>)> {
+    let mut c = Cursor { bytes };
+    if c.array::<4>()? != MAGIC {
+        return Err(malformed("not a Sphinx protocol message (magic)"));
+    }
+    let version = c.u16()?;
+    if version != PROTOCOL_VERSION {
+        return Err(malformed(format!(
+            "protocol version {version}; this build speaks {PROTOCOL_VERSION}"
+        )));
+    }
+    let kind = c.u8()?;
+    if c.u8()? != 0 {
+        return Err(malformed("reserved byte is not 0"));
+    }
+    let len = c.u64()?;
+    if len > limit as u64 {
+        return Err(malformed(format!(
+            "body of {len} bytes exceeds the limit {limit}"
+        )));
+    }
+    if len != c.bytes.len() as u64 {
+        return Err(malformed(format!(
+            "body length {len} but {} bytes follow",
+            c.bytes.len()
+        )));
+    }
+    Ok((kind, c))
+}
+
+/// Decodes a [`Setup`] (the first message, before any parameters are agreed): validates the
+/// parameter literal (security included) and the keys against it.
+///
+/// # Errors
+/// [`ProtocolError::Malformed`], [`ProtocolError::Decode`], [`ProtocolError::He`] for an
+/// insecure or invalid parameter literal.
+pub fn decode_setup(bytes: &[u8], limit: usize) -> Result<Setup> {
+    let (kind, mut c) = open_envelope(bytes, limit)?;
+    if kind != MessageKind::Setup as u8 {
+        return Err(malformed(format!("type {kind} where setup was expected")));
+    }
+    let log_n = u32::from(c.u8()?);
+    let nq = usize::from(c.u8()?);
+    let q_bits = c.take(nq)?.iter().map(|&b| u32::from(b)).collect();
+    let np = usize::from(c.u8()?);
+    let p_bits = c.take(np)?.iter().map(|&b| u32::from(b)).collect();
+    let scale_bits = u32::from(c.u8()?);
+    let security = SecurityLevel::from_bits(u32::from(c.u16()?))
+        .ok_or_else(|| malformed("unknown security level"))?;
+    let literal = ParametersLiteral {
+        log_n,
+        q_bits,
+        p_bits,
+        scale_bits,
+        security,
+    };
+    let params = literal.build()?;
+    let pk = c.object()?;
+    let public_key = PublicKey::from_bytes(&params, pk, pk.len())?;
+    let gk = c.object()?;
+    let galois_keys = GaloisKeys::from_bytes(&params, gk, gk.len())?;
+    let model =
+        serde_json::from_slice(c.object()?).map_err(|e| malformed(format!("model JSON: {e}")))?;
+    let learning_rate = f32::from_le_bytes(c.array()?);
+    let expected_batch_size = f64::from_le_bytes(c.array()?);
+    let init_seed = c.u64()?;
+    let bias_init = f32::from_le_bytes(c.array()?);
+    let replicas = c.u32()?;
+    let block = c.u32()?;
+    c.finish()?;
+    if !(learning_rate.is_finite() && expected_batch_size.is_finite() && bias_init.is_finite())
+        || expected_batch_size <= 0.0
+    {
+        return Err(malformed(
+            "non-finite or non-positive training configuration",
+        ));
+    }
+    Ok(Setup {
+        params: literal,
+        public_key,
+        galois_keys,
+        model,
+        training: TrainingConfig {
+            learning_rate,
+            expected_batch_size,
+            init_seed,
+            bias_init,
+            replicas,
+            block,
+        },
+    })
+}
+
+impl ClientMessage {
+    /// Decodes a training-phase message of the session with `params`, refusing a body over
+    /// `limit` bytes before allocating. Setup is decoded by [`decode_setup`].
+    ///
+    /// # Errors
+    /// [`ProtocolError::Malformed`] for bytes that are not exactly one valid message,
+    /// [`ProtocolError::Decode`] for an invalid or foreign ciphertext.
+    pub fn decode(params: &Arc<Parameters>, bytes: &[u8], limit: usize) -> Result<Self> {
+        let (kind, mut c) = open_envelope(bytes, limit)?;
+        let msg = match kind {
+            k if k == MessageKind::ForwardInput as u8 => Self::ForwardInput(c.batch(params)?),
+            k if k == MessageKind::BackwardDelta as u8 => Self::BackwardDelta(c.batch(params)?),
+            k if k == MessageKind::NoisyGradient as u8 => {
+                let step = c.u64()?;
+                let gradient = c.f32s()?;
+                Self::NoisyGradient(NoisyGradient { step, gradient })
+            }
+            k if k == MessageKind::ModelRequest as u8 => Self::ModelRequest,
+            other => return Err(malformed(format!("type {other} is not a client message"))),
+        };
+        c.finish()?;
+        Ok(msg)
+    }
+}
+
+impl ServerMessage {
+    /// Decodes a server message of the session with `params`, refusing a body over
+    /// `limit` bytes before allocating.
+    ///
+    /// # Errors
+    /// As [`ClientMessage::decode`].
+    pub fn decode(params: &Arc<Parameters>, bytes: &[u8], limit: usize) -> Result<Self> {
+        let (kind, mut c) = open_envelope(bytes, limit)?;
+        let msg = match kind {
+            k if k == MessageKind::ForwardOutput as u8 => Self::ForwardOutput(c.batch(params)?),
+            k if k == MessageKind::BackwardOutput as u8 => Self::BackwardOutput(c.batch(params)?),
+            k if k == MessageKind::WeightGradients as u8 => {
+                let step = c.u64()?;
+                let layer = c.u16()?;
+                let first = c.u32()?;
+                let cts = c.cts(params)?;
+                Self::WeightGradients(WeightGradients {
+                    step,
+                    layer,
+                    first,
+                    cts,
+                })
+            }
+            k if k == MessageKind::ModelExport as u8 => {
+                let layers = c.count(8)?;
+                let mut weights = Vec::with_capacity(layers);
+                let mut biases = Vec::with_capacity(layers);
+                for _ in 0..layers {
+                    weights.push(c.f32s()?);
+                    biases.push(c.cts(params)?);
+                }
+                Self::ModelExport(Box::new(ModelExport { weights, biases }))
+            }
+            other => return Err(malformed(format!("type {other} is not a server message"))),
+        };
+        c.finish()?;
+        Ok(msg)
     }
 }

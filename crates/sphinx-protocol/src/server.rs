@@ -12,7 +12,8 @@ use std::time::Instant;
 use ndarray::Array2;
 use rand::{CryptoRng, RngCore};
 use rayon::prelude::*;
-use sphinx_he::{Ciphertext, Encoder, Evaluator, GaloisKeys, Parameters};
+use sphinx_he::{Ciphertext, Encoder, Evaluator, GaloisKeys, Parameters, Plaintext};
+use sphinx_math::Poly;
 use sphinx_nn::model::Model;
 
 use crate::accounting::{Phase, PhaseTimes};
@@ -41,6 +42,7 @@ enum Expect {
 /// Per-sample gradients of one layer still to be sent.
 struct GradientJob {
     layer: usize,
+    /// `[δ]` packed `R` units per ciphertext: index `G · positions + pos`.
     delta: Vec<Ciphertext>,
     input: Vec<Ciphertext>,
     next: usize,
@@ -55,6 +57,9 @@ pub struct Server {
     plans: Vec<LayerPlan>,
     weights: Vec<Array2<f32>>,
     biases: Vec<Vec<Ciphertext>>,
+    /// Per replica block `r`: `-lr/(qN)` on the block's slots, 0 elsewhere (top level,
+    /// encoded at the scale `q_1` that the rescale divides out).
+    bias_masks: Vec<Plaintext>,
     inputs: Vec<Option<Vec<Ciphertext>>>,
     jobs: VecDeque<GradientJob>,
     expect: Expect,
@@ -119,9 +124,36 @@ impl Server {
                 "no parameterized layer".into(),
             ));
         }
+        let (replicas, block) = (
+            setup.training.replicas as usize,
+            setup.training.block as usize,
+        );
+        if replicas == 0 || block == 0 || replicas.saturating_mul(block) > params.slots() {
+            return Err(invalid(
+                MessageKind::Setup,
+                "replica blocks must be non-empty and fit the slots",
+            ));
+        }
+        let eval = Evaluator::new(&params);
+        let factor = -f64::from(setup.training.learning_rate) / setup.training.expected_batch_size;
+        if !factor.is_finite() {
+            return Err(invalid(
+                MessageKind::Setup,
+                "learning rate / q·N not finite",
+            ));
+        }
+        let top = params.max_level();
+        let bias_masks = (0..replicas)
+            .map(|r| {
+                let mut v = vec![0.0; replicas * block];
+                v[r * block..(r + 1) * block].fill(factor);
+                Ok(encoder.encode(&v, eval.scalar_scale(top), top)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let n = plans.len();
         Ok(Self {
-            eval: Evaluator::new(&params),
+            eval,
+            bias_masks,
             params,
             galois: setup.galois_keys,
             config: setup.training,
@@ -212,34 +244,46 @@ impl Server {
     /// [`ProtocolError::He`] from the evaluator.
     pub fn poll(&mut self) -> Result<Option<ServerMessage>> {
         let t = Instant::now();
+        let Some(layer) = self.jobs.front().map(|j| j.layer) else {
+            return Ok(None);
+        };
+        let total = self.gradient_cts(layer);
         let Some(job) = self.jobs.front_mut() else {
             return Ok(None);
         };
         let plan = &self.plans[job.layer];
-        let end = (job.next + GRADIENT_CHUNK).min(plan.weights());
-        let eval = &self.eval;
+        let end = (job.next + GRADIENT_CHUNK).min(total);
+        let (eval, params) = (&self.eval, &self.params);
         let (delta, input) = (&job.delta, &job.input);
+        let level = params.max_level();
+        let basis = params.q_basis(level)?;
         let cts = (job.next..end)
             .into_par_iter()
             .map(|w| {
-                let (o, p) = (w / plan.patch(), w % plan.patch());
-                let mut acc: Option<Ciphertext> = None;
+                let (group, p) = (w / plan.patch(), w % plan.patch());
+                // Σ_pos [δ]·[a] accumulated straight into the three output polynomials
+                // (no temporaries, no relinearization). Inputs were checked to be fresh
+                // two-part ciphertexts at the top level.
+                let mut acc = [Poly::zero(basis), Poly::zero(basis), Poly::zero(basis)];
+                let mut scale = None;
                 for pos in 0..plan.positions() {
                     let Some(q) = plan.input_at(p, pos) else {
                         continue;
                     };
-                    let prod = eval.multiply(&delta[o * plan.positions() + pos], &input[q])?;
-                    match &mut acc {
-                        Some(a) => eval.add_assign(a, &prod)?,
-                        None => acc = Some(prod),
+                    let (d, a) = (&delta[group * plan.positions() + pos], &input[q]);
+                    let (dp, ap) = (d.polys(), a.polys());
+                    for (out, x, y) in [(0, 0, 0), (1, 0, 1), (1, 1, 0), (2, 1, 1)] {
+                        acc[out]
+                            .mul_add_assign(&dp[x], &ap[y], basis)
+                            .map_err(sphinx_he::HeError::from)?;
                     }
+                    scale = Some(d.scale() * a.scale());
                 }
-                let acc = match acc {
-                    Some(a) => a,
-                    // A weight that only ever meets padding has a zero gradient.
-                    None => eval.mul_integer(&eval.multiply(&delta[0], &delta[0])?, 0)?,
-                };
-                Ok(eval.rescale(&acc)?)
+                // A weight that only ever meets padding has a zero gradient.
+                let scale = scale.unwrap_or(params.scale() * params.scale());
+                let mut ct = Ciphertext::from_parts(params, acc.into(), level, scale)?;
+                eval.rescale_assign(&mut ct)?;
+                Ok(ct)
             })
             .collect::<Result<Vec<_>>>()?;
         let msg = ServerMessage::WeightGradients(WeightGradients {
@@ -249,11 +293,26 @@ impl Server {
             cts,
         });
         job.next = end;
-        if job.next >= plan.weights() {
+        if job.next >= total {
             self.jobs.pop_front();
         }
         self.times.add(Phase::ServerBackward, t.elapsed());
         Ok(Some(msg))
+    }
+
+    /// `R`.
+    fn replicas(&self) -> usize {
+        self.config.replicas as usize
+    }
+
+    /// Unit groups of `R` in layer `l`.
+    fn groups(&self, layer: usize) -> usize {
+        self.plans[layer].units().div_ceil(self.replicas())
+    }
+
+    /// Per-sample gradient ciphertexts of layer `l`: `groups · patch`.
+    fn gradient_cts(&self, layer: usize) -> usize {
+        self.groups(layer) * self.plans[layer].patch()
     }
 
     fn check_batch(&self, b: &CtBatch, kind: MessageKind, count: usize) -> Result<()> {
@@ -310,7 +369,8 @@ impl Server {
                         ws.push(f64::from(w[[o, p]]));
                     }
                 }
-                let mut z = eval.rescale(&eval.linear_combination(&refs, &ws)?)?;
+                let mut z = eval.linear_combination(&refs, &ws)?;
+                eval.rescale_assign(&mut z)?;
                 eval.add_assign(&mut z, &bias[o])?;
                 Ok(z)
             })
@@ -338,23 +398,38 @@ impl Server {
             });
         }
         let plan = &self.plans[layer];
-        self.check_batch(&b, kind, plan.out_dim())?;
+        // The first layer needs no Wᵀδ, so the client sends only the packed δ.
+        let replicated_len = if layer > 0 { plan.out_dim() } else { 0 };
+        let packed_len = self.groups(layer) * plan.positions();
+        self.check_batch(&b, kind, replicated_len + packed_len)?;
+        let mut b = b;
+        let packed = b.cts.split_off(replicated_len);
         let eval = &self.eval;
         let w = &self.weights[layer];
-        // [b_o] -= lr/(qN) · Σ_slots Σ_pos [δ_{o,pos}]: the averaged bias gradient, never
-        // decrypted by the server.
-        let factor = -f64::from(self.config.learning_rate) / self.config.expected_batch_size;
-        let updates = (0..plan.units())
+        let replicas = self.replicas();
+        // [b_o] -= lr/(qN) · Σ_slots Σ_pos [δ_{o,pos}], from the packed δ: unit o sits in
+        // block o mod R of group o div R, selected by that block's mask. The averaged bias
+        // gradient is never decrypted by the server.
+        let group_sums = (0..self.groups(layer))
             .into_par_iter()
-            .map(|o| {
-                let row = &b.cts[o * plan.positions()..(o + 1) * plan.positions()];
+            .map(|g| {
+                let row = &packed[g * plan.positions()..(g + 1) * plan.positions()];
                 let mut sum = row[0].clone();
                 for ct in &row[1..] {
                     eval.add_assign(&mut sum, ct)?;
                 }
+                Ok(sum)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let updates = (0..plan.units())
+            .into_par_iter()
+            .map(|o| {
+                let sum = &group_sums[o / replicas];
+                let masked = eval.mul_plain(sum, &self.bias_masks[o % replicas])?;
                 // Rotating before the rescale divides the key-switching noise by q_1 too.
-                let scaled = eval.mul_scalar(&sum, factor)?;
-                Ok(eval.rescale(&eval.sum_slots(&scaled, &self.galois)?)?)
+                let mut total = eval.sum_slots(&masked, &self.galois)?;
+                eval.rescale_assign(&mut total)?;
+                Ok(total)
             })
             .collect::<Result<Vec<_>>>()?;
         let reply = if layer > 0 {
@@ -370,7 +445,9 @@ impl Server {
                             ws.push(f64::from(w[[o, p as usize]]));
                         }
                     }
-                    Ok(eval.rescale(&eval.linear_combination(&refs, &ws)?)?)
+                    let mut e = eval.linear_combination(&refs, &ws)?;
+                    eval.rescale_assign(&mut e)?;
+                    Ok(e)
                 })
                 .collect::<Result<Vec<_>>>()?;
             Some(ServerMessage::BackwardOutput(CtBatch {
@@ -389,7 +466,7 @@ impl Server {
             .ok_or_else(|| invalid(kind, "no stored layer input (forward pass incomplete)"))?;
         self.jobs.push_back(GradientJob {
             layer,
-            delta: b.cts,
+            delta: packed,
             input,
             next: 0,
         });

@@ -11,7 +11,31 @@ use sphinx_dp::{Delta, NoiseMultiplier, SampleRate, epsilon_for};
 use sphinx_protocol::ProtocolError;
 use sphinx_protocol::messages::{
     ClientMessage, Direction, ENVELOPE_LEN, MAGIC, MessageKind, PROTOCOL_VERSION, ServerMessage,
+    decode_setup,
 };
+
+/// Every truncation, a flipped magic, version or reserved byte, a trailing byte and a
+/// limit below the body size are refused.
+fn check_rejections(bytes: &[u8], decode: impl Fn(&[u8], usize) -> sphinx_protocol::Result<()>) {
+    let big = usize::MAX;
+    assert!(decode(bytes, big).is_ok());
+    let step = (bytes.len() / 97).max(1);
+    for cut in (0..bytes.len()).step_by(step) {
+        assert!(decode(&bytes[..cut], big).is_err(), "truncated at {cut}");
+    }
+    for at in [0, 4, 7] {
+        let mut b = bytes.to_vec();
+        b[at] ^= 0x40;
+        assert!(decode(&b, big).is_err(), "byte {at} flipped");
+    }
+    let mut longer = bytes.to_vec();
+    longer.push(0);
+    assert!(decode(&longer, big).is_err(), "trailing byte");
+    assert!(
+        decode(bytes, bytes.len() - ENVELOPE_LEN - 1).is_err(),
+        "over the limit"
+    );
+}
 
 /// Modules the server role is built from.
 const SERVER_SIDE: [(&str, &str); 5] = [
@@ -62,8 +86,9 @@ fn every_message_is_versioned_and_its_size_exact() {
     assert_eq!(count(MessageKind::ForwardOutput), 2);
     assert_eq!(count(MessageKind::BackwardDelta), 2);
     assert_eq!(count(MessageKind::BackwardOutput), 1);
-    // 784 weights in chunks of 256, then 160.
-    assert_eq!(count(MessageKind::WeightGradients), 5);
+    // Expected batch 16 gives slot blocks of 48, so R = 2048 / 48 = 42 replicas: one
+    // gradient ciphertext per column of W (49 and 16), one chunk per layer.
+    assert_eq!(count(MessageKind::WeightGradients), 2);
     assert_eq!(count(MessageKind::NoisyGradient), 1);
     let up: u64 = MessageKind::ALL
         .iter()
@@ -95,6 +120,12 @@ fn every_message_is_versioned_and_its_size_exact() {
     let bytes = setup.encode(&params).unwrap();
     assert_eq!(bytes.len(), setup.wire_len(&params).unwrap());
     check_envelope(&bytes, MessageKind::Setup);
+    let decoded = decode_setup(&bytes, bytes.len()).unwrap();
+    let again = ClientMessage::Setup(Box::new(decoded))
+        .encode(&params)
+        .unwrap();
+    assert_eq!(again, bytes, "setup round trip");
+    check_rejections(&bytes, |b, limit| decode_setup(b, limit).map(|_| ()));
     let ClientMessage::Setup(s) = setup else {
         panic!("setup first")
     };
@@ -109,6 +140,9 @@ fn every_message_is_versioned_and_its_size_exact() {
         let bytes = m.encode(&params).unwrap();
         assert_eq!(bytes.len(), m.wire_len(&params).unwrap());
         check_envelope(&bytes, m.kind());
+        let back = ServerMessage::decode(&params, &bytes, bytes.len()).unwrap();
+        assert_eq!(back.encode(&params).unwrap(), bytes, "round trip");
+        assert!(ClientMessage::decode(&params, &bytes, bytes.len()).is_err());
         match m {
             ServerMessage::ForwardOutput(b) | ServerMessage::BackwardOutput(b) => {
                 assert!(b.cts.iter().all(|c| c.level() == 0 && c.size() == 2));
@@ -125,6 +159,14 @@ fn every_message_is_versioned_and_its_size_exact() {
         let bytes = m.encode(&params).unwrap();
         assert_eq!(bytes.len(), m.wire_len(&params).unwrap());
         check_envelope(&bytes, m.kind());
+        let back = ClientMessage::decode(&params, &bytes, bytes.len()).unwrap();
+        assert_eq!(back.encode(&params).unwrap(), bytes, "round trip");
+        if matches!(m, ClientMessage::NoisyGradient(_)) {
+            let p = params.clone();
+            check_rejections(&bytes, move |b, limit| {
+                ClientMessage::decode(&p, b, limit).map(|_| ())
+            });
+        }
         if let ClientMessage::ForwardInput(b) | ClientMessage::BackwardDelta(b) = &m {
             // Seeded uploads: c1 travels as a 32-byte seed.
             assert!(b.cts.iter().all(|c| c.seed().is_some()));

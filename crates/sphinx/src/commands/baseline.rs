@@ -33,6 +33,9 @@ pub enum Mode {
     Plaintext,
     /// DP-SGD: Poisson batches, joint per-sample clipping, Gaussian noise, RDP accounting.
     DpSgd,
+    /// The encrypted Sphinx protocol, client and server in-process (W clipped and noised,
+    /// biases encrypted); see `private_train.rs`.
+    Sphinx,
 }
 
 /// Arguments of `sphinx baseline train`.
@@ -256,6 +259,18 @@ fn train_cmd(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             (step, None)
         }
         Mode::DpSgd => dp::run(args, &mut model, &mut opt, &split, seed, &mut epoch_seconds)?,
+        Mode::Sphinx => {
+            let r = super::private_train::run(args, &split, seed, &mut epoch_seconds)?;
+            model = r.model;
+            let privacy = Privacy {
+                epsilon: r.epsilon,
+                delta: args.delta,
+                noise_multiplier: r.noise_multiplier,
+                sample_rate: r.sample_rate,
+                order: r.order,
+            };
+            (r.steps, Some(privacy))
+        }
     };
     let train_seconds = train_started.elapsed().as_secs_f64();
     let accuracy = model.accuracy(split.test.images.view(), &split.test.labels, 1000)?;

@@ -29,6 +29,8 @@ use sphinx_he::{
 pub enum BenchCommand {
     /// Time the CKKS primitives (SEAL's parameter sets; one thread by default).
     Ckks(CkksArgs),
+    /// Time one Sphinx private-training step per phase, bytes per image, and Pure-HE.
+    Train(super::bench_train::BenchTrainArgs),
 }
 
 /// Arguments of `sphinx bench ckks`.
@@ -200,6 +202,7 @@ fn wall() -> String {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Ckks(args) => run_ckks(&args),
+        BenchCommand::Train(args) => super::bench_train::run(&args),
     }
 }
 
