@@ -41,7 +41,7 @@ pub enum Mode {
 /// Arguments of `sphinx baseline train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// plaintext or dp-sgd.
+    /// plaintext, dp-sgd, or sphinx (the encrypted protocol, in-process).
     #[arg(long, value_enum, default_value_t = Mode::Plaintext)]
     pub mode: Mode,
     /// Model preset: sphinx-mnist-cnn, sphinx-mnist-cnn-tanh, sphinx-cifar10-cnn, mlp-30, mlp-100,
