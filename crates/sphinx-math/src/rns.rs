@@ -169,19 +169,20 @@ impl RnsBasis {
             return Err(MathError::TooFewLimbs(2));
         }
         let n = self.n;
-        scratch.resize(2 * n, 0);
-        let (last_coeffs, tmp) = scratch.split_at_mut(n);
-        last_coeffs.copy_from_slice(poly.limb(l));
+        scratch.resize(n, 0);
+        let tmp = &mut scratch[..n];
+        // The last limb is dropped below, so it is transformed in place rather than copied.
+        let (head, last_coeffs) = poly.data_mut().split_at_mut(l * n);
         self.plans[l].inverse(last_coeffs);
         let q_last = self.moduli[l].value();
-        for i in 0..l {
+        for (i, limb) in head.chunks_exact_mut(n).enumerate() {
             let m = self.moduli[i];
             let (inv, inv_shoup, _) = self.last_inv[i];
             // The centered representative makes the division round to nearest.
             m.lift_centered(tmp, last_coeffs, q_last);
             self.plans[i].forward(tmp);
             let q = m.value();
-            for (a, &t) in poly.limb_mut(i).iter_mut().zip(tmp.iter()) {
+            for (a, &t) in limb.iter_mut().zip(tmp.iter()) {
                 *a = m.mul_shoup(*a + q - t, inv, inv_shoup);
             }
         }

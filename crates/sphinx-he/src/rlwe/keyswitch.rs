@@ -69,14 +69,16 @@ pub(crate) fn key_switch_add_permuted(
     SCRATCH.with(|cell| -> Result<()> {
         let mut guard = cell.borrow_mut();
         let s = &mut *guard;
-        s.d_ntt.resize(nl * n, 0);
-        match perm {
+        // Without a permutation `d` is read in place; only a permuted `d` is materialized.
+        let d_ntt: &[u64] = match perm {
             Some(perm) if perm.len() == n => {
+                s.d_ntt.resize(nl * n, 0);
                 for (dst, src) in s.d_ntt.chunks_exact_mut(n).zip(d.limbs()) {
                     for (o, &p) in dst.iter_mut().zip(perm) {
                         *o = src[p as usize];
                     }
                 }
+                &s.d_ntt
             }
             Some(perm) => {
                 return Err(HeError::Math(sphinx_math::MathError::ShapeMismatch {
@@ -86,10 +88,10 @@ pub(crate) fn key_switch_add_permuted(
                     got_n: perm.len(),
                 }));
             }
-            None => s.d_ntt.copy_from_slice(d.data()),
-        }
+            None => d.data(),
+        };
         s.coeff.resize(nl * n, 0);
-        s.coeff.copy_from_slice(&s.d_ntt);
+        s.coeff.copy_from_slice(d_ntt);
         for (limb, plan) in s.coeff.chunks_exact_mut(n).zip(q_basis.plans()) {
             plan.inverse(limb);
         }
@@ -109,7 +111,7 @@ pub(crate) fn key_switch_add_permuted(
             let dst = &mut s.digits[..n];
             for j in 0..nl {
                 let digit: &[u64] = if t == j {
-                    &s.d_ntt[j * n..(j + 1) * n]
+                    &d_ntt[j * n..(j + 1) * n]
                 } else {
                     // Centered digits: half the noise of [0, q_j) digits, and no bias that
                     // would pile up in the low-frequency slots.
