@@ -10,6 +10,7 @@
 use std::marker::PhantomData;
 
 use crate::error::{MathError, Result};
+use crate::modulus::Modulus;
 use crate::rns::RnsBasis;
 
 mod sealed {
@@ -207,18 +208,7 @@ impl<R: Representation> Poly<R> {
     /// # Errors
     /// [`MathError::ShapeMismatch`] if either operand is not over `basis`.
     pub fn sum_of(a: &Self, b: &Self, basis: &RnsBasis) -> Result<Self> {
-        a.check(basis)?;
-        b.check(basis)?;
-        let mut data = Vec::with_capacity(a.data.len());
-        for ((x, y), m) in a.limbs().zip(b.limbs()).zip(basis.moduli()) {
-            data.extend(x.iter().zip(y).map(|(&u, &v)| m.add(u, v)));
-        }
-        Ok(Self {
-            n: a.n,
-            limbs: a.limbs,
-            data,
-            _repr: PhantomData,
-        })
+        Self::zip_limbs(a, b, basis, Modulus::add)
     }
 
     /// `a - b` as a new polynomial, in one pass.
@@ -226,11 +216,21 @@ impl<R: Representation> Poly<R> {
     /// # Errors
     /// [`MathError::ShapeMismatch`] if either operand is not over `basis`.
     pub fn difference_of(a: &Self, b: &Self, basis: &RnsBasis) -> Result<Self> {
+        Self::zip_limbs(a, b, basis, Modulus::sub)
+    }
+
+    /// Coefficient-wise `op(q_i, a, b)` into a fresh polynomial: one pass, no copy of `a`.
+    fn zip_limbs(
+        a: &Self,
+        b: &Self,
+        basis: &RnsBasis,
+        op: impl Fn(&Modulus, u64, u64) -> u64,
+    ) -> Result<Self> {
         a.check(basis)?;
         b.check(basis)?;
         let mut data = Vec::with_capacity(a.data.len());
         for ((x, y), m) in a.limbs().zip(b.limbs()).zip(basis.moduli()) {
-            data.extend(x.iter().zip(y).map(|(&u, &v)| m.sub(u, v)));
+            data.extend(x.iter().zip(y).map(|(&u, &v)| op(m, u, v)));
         }
         Ok(Self {
             n: a.n,

@@ -255,6 +255,32 @@ fn contiguous<'a>(
         .ok_or_else(|| shape_err(context, "contiguous array", "strided array"))
 }
 
+/// Maps every sample (a row of `in_len` values) to a row of `out_len` values with `f`,
+/// in parallel over chunks of rows; each chunk gets one zeroed output block and one
+/// scratch buffer of `scratch_len` values that `f` may reuse across its samples.
+fn per_sample(
+    context: &'static str,
+    input: &[f32],
+    in_len: usize,
+    out_len: usize,
+    scratch_len: usize,
+    f: impl Fn(&[f32], &mut [f32], &mut [f32]) -> Result<()> + Sync,
+) -> Result<Array2<f32>> {
+    let batch = input.len() / in_len.max(1);
+    let mut out = vec![0.0f32; batch * out_len];
+    let rows = chunk_rows(batch);
+    out.par_chunks_mut(out_len * rows)
+        .zip(input.par_chunks(in_len * rows))
+        .try_for_each(|(os, xs)| {
+            let mut scratch = vec![0.0f32; scratch_len];
+            for (o, x) in os.chunks_exact_mut(out_len).zip(xs.chunks_exact(in_len)) {
+                f(x, o, &mut scratch)?;
+            }
+            Ok::<_, NnError>(())
+        })?;
+    Array2::from_shape_vec((batch, out_len), out).map_err(|e| shape_err(context, "output", e))
+}
+
 impl ParamLayer for Conv2d {
     fn in_dim(&self) -> usize {
         self.input.len()
@@ -291,25 +317,15 @@ impl ParamLayer for Conv2d {
             self.positions(),
             self.out_channels(),
         );
-        let batch = input.nrows();
-        let mut out = vec![0.0f32; batch * dout];
-        let rows = chunk_rows(batch);
-        out.par_chunks_mut(dout * rows)
-            .zip(xs.par_chunks(din * rows))
-            .try_for_each(|(os, xs)| {
-                let mut cols = vec![0.0f32; kk * l];
-                for (o, x) in os.chunks_exact_mut(dout).zip(xs.chunks_exact(din)) {
-                    self.im2col_into(x, &mut cols);
-                    let mut z = self.view_mut(co, l, o)?;
-                    for (mut row, &b) in z.rows_mut().into_iter().zip(self.bias.iter()) {
-                        row.fill(b);
-                    }
-                    general_mat_mul(1.0, &self.weight, &self.view(kk, l, &cols)?, 1.0, &mut z);
-                }
-                Ok::<_, NnError>(())
-            })?;
-        Array2::from_shape_vec((batch, dout), out)
-            .map_err(|e| shape_err("Conv2d::forward", "output", e))
+        per_sample("Conv2d::forward", xs, din, dout, kk * l, |x, o, cols| {
+            self.im2col_into(x, cols);
+            let mut z = self.view_mut(co, l, o)?;
+            for (mut row, &b) in z.rows_mut().into_iter().zip(self.bias.iter()) {
+                row.fill(b);
+            }
+            general_mat_mul(1.0, &self.weight, &self.view(kk, l, cols)?, 1.0, &mut z);
+            Ok(())
+        })
     }
 
     fn backward_input(&self, grad_out: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
@@ -323,22 +339,19 @@ impl ParamLayer for Conv2d {
             self.positions(),
             self.out_channels(),
         );
-        let batch = grad_out.nrows();
-        let mut dx = vec![0.0f32; batch * din];
-        let rows = chunk_rows(batch);
-        dx.par_chunks_mut(din * rows)
-            .zip(gs.par_chunks(dout * rows))
-            .try_for_each(|(dxs, gs)| {
-                let mut gcols = vec![0.0f32; kk * l];
-                for (d, g) in dxs.chunks_exact_mut(din).zip(gs.chunks_exact(dout)) {
-                    let mut gc = self.view_mut(kk, l, &mut gcols)?;
-                    general_mat_mul(1.0, &self.weight.t(), &self.view(co, l, g)?, 0.0, &mut gc);
-                    self.col2im_add(&gcols, d);
-                }
-                Ok::<_, NnError>(())
-            })?;
-        Array2::from_shape_vec((batch, din), dx)
-            .map_err(|e| shape_err("Conv2d::backward_input", "output", e))
+        per_sample(
+            "Conv2d::backward_input",
+            gs,
+            dout,
+            din,
+            kk * l,
+            |g, d, gcols| {
+                let mut gc = self.view_mut(kk, l, gcols)?;
+                general_mat_mul(1.0, &self.weight.t(), &self.view(co, l, g)?, 0.0, &mut gc);
+                self.col2im_add(gcols, d);
+                Ok(())
+            },
+        )
     }
 
     fn grads(
