@@ -9,7 +9,9 @@
 //! - Hand-written here: [`Modulus`] (Barrett reduction of 128-bit products, Shoup multiplication
 //!   by fixed operands, branch-free add/sub that the compiler vectorizes), prime generation,
 //!   the output-order map that lets automorphisms act directly on NTT values, RNS base
-//!   conversion and division by the last prime. These are a few lines each, need constants the
+//!   conversion and division by the last prime, and the lazily reduced multiply-accumulate
+//!   kernels of [`lazy`] (split residues, vectorized 32-bit products, one reduction per
+//!   output). These are a few lines each, need constants the
 //!   NTT crate does not expose, and their cost is dominated by memory traffic, not the kernel.
 //!
 //! # Example
@@ -28,6 +30,7 @@
 //! ```
 
 pub mod error;
+pub mod lazy;
 pub mod modulus;
 pub mod ntt;
 pub mod poly;

@@ -124,4 +124,35 @@ impl LayerPlan {
     pub fn readers(&self, q: usize) -> &[(u32, u32)] {
         self.readers.get(q).map_or(&[], Vec::as_slice)
     }
+
+    /// The input indices grouped by the output positions that read them: each group is
+    /// `(positions, members)` with `members` the `(q, p per position)` read at exactly those
+    /// positions (a window covers an input at most once). `Wᵀδ` of a group's members is then
+    /// one matrix of weights times the same `δ[·, positions]` (all channels of a convolution
+    /// input pixel share their positions; every input of a fully connected layer shares
+    /// position 0).
+    pub fn reader_groups(&self) -> Vec<ReaderGroup> {
+        let mut groups: std::collections::BTreeMap<Vec<u32>, Vec<(usize, Vec<u32>)>> =
+            std::collections::BTreeMap::new();
+        for (q, readers) in self.readers.iter().enumerate() {
+            let mut r = readers.clone();
+            r.sort_unstable_by_key(|&(_, pos)| pos);
+            let (ps, positions): (Vec<u32>, Vec<u32>) = r.into_iter().unzip();
+            groups.entry(positions).or_default().push((q, ps));
+        }
+        groups
+            .into_iter()
+            .map(|(positions, members)| ReaderGroup { positions, members })
+            .collect()
+    }
+}
+
+/// Input indices of a layer read at the same output positions (see
+/// [`LayerPlan::reader_groups`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReaderGroup {
+    /// The output positions, ascending.
+    pub positions: Vec<u32>,
+    /// `(q, p)` per member: `p[i]` is the column of `W` that meets `q` at `positions[i]`.
+    pub members: Vec<(usize, Vec<u32>)>,
 }

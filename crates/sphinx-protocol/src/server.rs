@@ -28,6 +28,25 @@ use crate::plan::LayerPlan;
 /// for results in flight.
 pub const GRADIENT_CHUNK: usize = 256;
 
+/// Outputs per fused linear combination: enough to read each input block once for many
+/// outputs, few enough to leave parallel tasks when a layer has a single position.
+const UNIT_BLOCK: usize = 8;
+
+/// Places `(index, ciphertext)` pieces computed in parallel at their indices.
+fn in_order(len: usize, pieces: Vec<Vec<(usize, Ciphertext)>>) -> Result<Vec<Ciphertext>> {
+    let mut out: Vec<Option<Ciphertext>> = vec![None; len];
+    for (i, ct) in pieces.into_iter().flatten() {
+        if let Some(slot) = out.get_mut(i) {
+            *slot = Some(ct);
+        }
+    }
+    out.into_iter()
+        .map(|c| {
+            c.ok_or_else(|| ProtocolError::UnsupportedModel("an output no input reaches".into()))
+        })
+        .collect()
+}
+
 /// Where the server is within a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
@@ -261,27 +280,27 @@ impl Server {
             .into_par_iter()
             .map(|w| {
                 let (group, p) = (w / plan.patch(), w % plan.patch());
-                // Σ_pos [δ]·[a] accumulated straight into the three output polynomials
-                // (no temporaries, no relinearization). Inputs were checked to be fresh
-                // two-part ciphertexts at the top level.
-                let mut acc = [Poly::zero(basis), Poly::zero(basis), Poly::zero(basis)];
-                let mut scale = None;
-                for pos in 0..plan.positions() {
-                    let Some(q) = plan.input_at(p, pos) else {
-                        continue;
-                    };
-                    let (d, a) = (&delta[group * plan.positions() + pos], &input[q]);
-                    let (dp, ap) = (d.polys(), a.polys());
-                    for (out, x, y) in [(0, 0, 0), (1, 0, 1), (1, 1, 0), (2, 1, 1)] {
-                        acc[out]
-                            .mul_add_assign(&dp[x], &ap[y], basis)
-                            .map_err(sphinx_he::HeError::from)?;
-                    }
-                    scale = Some(d.scale() * a.scale());
-                }
-                // A weight that only ever meets padding has a zero gradient.
-                let scale = scale.unwrap_or(params.scale() * params.scale());
-                let mut ct = Ciphertext::from_parts(params, acc.into(), level, scale)?;
+                // Σ_pos [δ]·[a] as one fused tensor sum (no temporaries, no
+                // relinearization, one reduction per coefficient). Inputs were checked to be
+                // fresh two-part ciphertexts at the top level and the default scale.
+                let pairs: Vec<(&Ciphertext, &Ciphertext)> = (0..plan.positions())
+                    .filter_map(|pos| {
+                        plan.input_at(p, pos)
+                            .map(|q| (&delta[group * plan.positions() + pos], &input[q]))
+                    })
+                    .collect();
+                let mut ct = if pairs.is_empty() {
+                    // A weight that only ever meets padding has a zero gradient.
+                    let zero = [Poly::zero(basis), Poly::zero(basis), Poly::zero(basis)];
+                    Ciphertext::from_parts(
+                        params,
+                        zero.into(),
+                        level,
+                        params.scale() * params.scale(),
+                    )?
+                } else {
+                    eval.multiply_sum(&pairs)?
+                };
                 eval.rescale_assign(&mut ct)?;
                 Ok(ct)
             })
@@ -357,24 +376,33 @@ impl Server {
         let plan = &self.plans[layer];
         self.check_batch(&b, kind, plan.in_dim())?;
         let (w, bias, eval) = (&self.weights[layer], &self.biases[layer], &self.eval);
-        let cts = (0..plan.out_dim())
+        let (units, positions) = (plan.units(), plan.positions());
+        // One task per (position, block of units): the block's outputs share the position's
+        // inputs, which the fused kernel then reads from memory once for all of them.
+        let blocks = units.div_ceil(UNIT_BLOCK);
+        let pieces = (0..positions * blocks)
             .into_par_iter()
-            .map(|idx| {
-                let (o, pos) = (idx / plan.positions(), idx % plan.positions());
-                let mut refs = Vec::with_capacity(plan.patch());
-                let mut ws = Vec::with_capacity(plan.patch());
-                for p in 0..plan.patch() {
-                    if let Some(q) = plan.input_at(p, pos) {
-                        refs.push(&b.cts[q]);
-                        ws.push(f64::from(w[[o, p]]));
-                    }
-                }
-                let mut z = eval.linear_combination(&refs, &ws)?;
-                eval.rescale_assign(&mut z)?;
-                eval.add_assign(&mut z, &bias[o])?;
-                Ok(z)
+            .map(|task| {
+                let (pos, blk) = (task / blocks, task % blocks);
+                let us = blk * UNIT_BLOCK..((blk + 1) * UNIT_BLOCK).min(units);
+                let (refs, cols): (Vec<&Ciphertext>, Vec<usize>) = (0..plan.patch())
+                    .filter_map(|p| plan.input_at(p, pos).map(|q| (&b.cts[q], p)))
+                    .unzip();
+                let ws: Vec<f64> = us
+                    .clone()
+                    .flat_map(|o| cols.iter().map(move |&p| f64::from(w[[o, p]])))
+                    .collect();
+                let zs = eval.linear_combinations(&refs, &ws)?;
+                us.zip(zs)
+                    .map(|(o, mut z)| {
+                        eval.rescale_assign(&mut z)?;
+                        eval.add_assign(&mut z, &bias[o])?;
+                        Ok((o * positions + pos, z))
+                    })
+                    .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
+        let cts = in_order(plan.out_dim(), pieces)?;
         self.inputs[layer] = Some(b.cts);
         self.expect = if layer + 1 < self.plans.len() {
             Expect::Forward(layer + 1)
@@ -433,23 +461,50 @@ impl Server {
             })
             .collect::<Result<Vec<_>>>()?;
         let reply = if layer > 0 {
-            let cts = (0..plan.in_dim())
+            // Inputs read at the same positions share their δ operands: one fused
+            // combination per (group, block of members).
+            let groups = plan.reader_groups();
+            let tasks: Vec<(usize, usize)> = groups
+                .iter()
+                .enumerate()
+                .flat_map(|(g, grp)| {
+                    (0..grp.members.len().div_ceil(UNIT_BLOCK)).map(move |blk| (g, blk))
+                })
+                .collect();
+            let replicated = &b.cts;
+            let pieces = tasks
                 .into_par_iter()
-                .map(|q| {
-                    let readers = plan.readers(q);
-                    let mut refs = Vec::with_capacity(readers.len() * plan.units());
-                    let mut ws = Vec::with_capacity(readers.len() * plan.units());
-                    for o in 0..plan.units() {
-                        for &(p, pos) in readers {
-                            refs.push(&b.cts[o * plan.positions() + pos as usize]);
-                            ws.push(f64::from(w[[o, p as usize]]));
-                        }
-                    }
-                    let mut e = eval.linear_combination(&refs, &ws)?;
-                    eval.rescale_assign(&mut e)?;
-                    Ok(e)
+                .map(|(g, blk)| {
+                    let grp = &groups[g];
+                    let members = &grp.members
+                        [blk * UNIT_BLOCK..((blk + 1) * UNIT_BLOCK).min(grp.members.len())];
+                    let refs: Vec<&Ciphertext> = (0..plan.units())
+                        .flat_map(|o| {
+                            grp.positions
+                                .iter()
+                                .map(move |&pos| &replicated[o * plan.positions() + pos as usize])
+                        })
+                        .collect();
+                    let ws: Vec<f64> = members
+                        .iter()
+                        .flat_map(|(_, ps)| {
+                            (0..plan.units()).flat_map(move |o| {
+                                ps.iter().map(move |&p| f64::from(w[[o, p as usize]]))
+                            })
+                        })
+                        .collect();
+                    let es = eval.linear_combinations(&refs, &ws)?;
+                    members
+                        .iter()
+                        .zip(es)
+                        .map(|(&(q, _), mut e)| {
+                            eval.rescale_assign(&mut e)?;
+                            Ok((q, e))
+                        })
+                        .collect::<Result<Vec<_>>>()
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let cts = in_order(plan.in_dim(), pieces)?;
             Some(ServerMessage::BackwardOutput(CtBatch {
                 step: self.step,
                 layer: layer as u16,

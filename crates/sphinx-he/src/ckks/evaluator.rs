@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use sphinx_math::{Ntt, Poly, RnsBasis};
+use sphinx_math::{Ntt, Poly, RnsBasis, lazy};
 
 use crate::error::{HeError, Result};
 use crate::params::Parameters;
@@ -332,14 +332,44 @@ impl Evaluator {
     /// [`HeError::UnsupportedCiphertextSize`] if the ciphertexts differ;
     /// [`HeError::EncodingOverflow`].
     pub fn linear_combination(&self, cts: &[&Ciphertext], weights: &[f64]) -> Result<Ciphertext> {
+        if cts.len() != weights.len() {
+            return Err(HeError::LengthMismatch {
+                left: cts.len(),
+                right: weights.len(),
+            });
+        }
+        let mut out = self.linear_combinations(cts, weights)?;
+        out.pop().ok_or(HeError::LengthMismatch {
+            left: cts.len(),
+            right: weights.len(),
+        })
+    }
+
+    /// Several linear combinations of the same ciphertexts at once: output `j` is
+    /// `Σ_i weights[j · cts.len() + i] · cts[i]` (`weights` row-major, one row per output),
+    /// encoded and scaled as in [`linear_combination`](Self::linear_combination). Sharing the
+    /// inputs lets each block of them be read from memory once for all outputs, and the
+    /// products are summed unreduced (`sphinx_math::lazy`), one reduction per output
+    /// coefficient.
+    ///
+    /// # Errors
+    /// As [`linear_combination`](Self::linear_combination); [`HeError::LengthMismatch`] if
+    /// `weights.len()` is not a positive multiple of `cts.len()`.
+    pub fn linear_combinations(
+        &self,
+        cts: &[&Ciphertext],
+        weights: &[f64],
+    ) -> Result<Vec<Ciphertext>> {
         let level = cts.first().map_or(0, |c| c.level);
         let delta = self.scalar_scale(level);
         let ints = weights
             .iter()
             .map(|&w| round_to_i64(w, delta))
             .collect::<Result<Vec<_>>>()?;
-        let mut out = self.linear_combination_integer(cts, &ints)?;
-        out.scale *= delta;
+        let mut out = self.linear_combinations_integer(cts, &ints)?;
+        for ct in &mut out {
+            ct.scale *= delta;
+        }
         Ok(out)
     }
 
@@ -352,8 +382,31 @@ impl Evaluator {
         cts: &[&Ciphertext],
         weights: &[i64],
     ) -> Result<Ciphertext> {
+        if cts.len() != weights.len() {
+            return Err(HeError::LengthMismatch {
+                left: cts.len(),
+                right: weights.len(),
+            });
+        }
+        let mut out = self.linear_combinations_integer(cts, weights)?;
+        out.pop().ok_or(HeError::LengthMismatch {
+            left: cts.len(),
+            right: weights.len(),
+        })
+    }
+
+    /// [`linear_combinations`](Self::linear_combinations) with integer weights: exact,
+    /// consumes no level, keeps the scale.
+    ///
+    /// # Errors
+    /// As [`linear_combinations`](Self::linear_combinations).
+    pub fn linear_combinations_integer(
+        &self,
+        cts: &[&Ciphertext],
+        weights: &[i64],
+    ) -> Result<Vec<Ciphertext>> {
         let first = match cts.first() {
-            Some(c) if cts.len() == weights.len() => *c,
+            Some(c) if weights.len().is_multiple_of(cts.len()) && !weights.is_empty() => *c,
             _ => {
                 return Err(HeError::LengthMismatch {
                     left: cts.len(),
@@ -361,36 +414,79 @@ impl Evaluator {
                 });
             }
         };
+        let rows = weights.len() / cts.len();
         let basis = self.basis_of(first)?;
         for ct in cts {
             self.check_pair(first, ct.param_id, ct.level)?;
             Self::check_scales(first.scale, ct.scale)?;
             Self::require_size(ct, "equal sizes", ct.size() == first.size())?;
         }
-        let n = self.params.n();
-        let mut polys: Vec<Poly<Ntt>> = (0..first.size()).map(|_| Poly::zero(basis)).collect();
+        let mut polys: Vec<Vec<Poly<Ntt>>> = (0..rows)
+            .map(|_| (0..first.size()).map(|_| Poly::zero(basis)).collect())
+            .collect();
         for (i, m) in basis.moduli().iter().enumerate() {
-            let ks: Vec<(u64, u64)> = weights
-                .iter()
-                .map(|&k| {
-                    let k = m.reduce_i64(k);
-                    (k, m.shoup(k))
-                })
-                .collect();
-            for (part, out) in polys.iter_mut().enumerate() {
-                let dst = &mut out.data_mut()[i * n..(i + 1) * n];
-                for (ct, &(k, k_shoup)) in cts.iter().zip(&ks) {
-                    for (o, &x) in dst.iter_mut().zip(ct.polys[part].limb(i)) {
-                        *o = m.add(*o, m.mul_shoup(x, k, k_shoup));
-                    }
-                }
+            for part in 0..first.size() {
+                let xs: Vec<&[u64]> = cts.iter().map(|ct| ct.polys[part].limb(i)).collect();
+                let mut outs: Vec<&mut [u64]> =
+                    polys.iter_mut().map(|p| p[part].limb_mut(i)).collect();
+                lazy::scalar_matmul(m, &xs, weights, &mut outs)?;
             }
         }
+        Ok(polys
+            .into_iter()
+            .map(|polys| Ciphertext {
+                polys,
+                param_id: first.param_id,
+                level: first.level,
+                scale: first.scale,
+                seed: None,
+            })
+            .collect())
+    }
+
+    /// `Σ_i a_i · b_i` without relinearization: a 3-part ciphertext decrypting under
+    /// `(1, s, s²)`, computed in one pass with the products summed unreduced
+    /// (`sphinx_math::lazy::tensor_sum`), so one reduction per output coefficient. Every
+    /// operand has two parts and the pair list's level; the products' scales must agree.
+    ///
+    /// # Errors
+    /// [`HeError::LengthMismatch`] for an empty list; [`HeError::ParamMismatch`],
+    /// [`HeError::LevelMismatch`], [`HeError::ScaleMismatch`],
+    /// [`HeError::UnsupportedCiphertextSize`].
+    pub fn multiply_sum(&self, pairs: &[(&Ciphertext, &Ciphertext)]) -> Result<Ciphertext> {
+        let Some(&(a0, b0)) = pairs.first() else {
+            return Err(HeError::LengthMismatch { left: 0, right: 0 });
+        };
+        let basis = self.basis_of(a0)?;
+        let scale = a0.scale * b0.scale;
+        for &(a, b) in pairs {
+            self.check_pair(a0, a.param_id, a.level)?;
+            self.check_pair(a0, b.param_id, b.level)?;
+            Self::require_size(a, "2", a.size() == 2)?;
+            Self::require_size(b, "2", b.size() == 2)?;
+            Self::check_scales(scale, a.scale * b.scale)?;
+        }
+        let mut c = [Poly::zero(basis), Poly::zero(basis), Poly::zero(basis)];
+        for (i, m) in basis.moduli().iter().enumerate() {
+            let terms: Vec<lazy::TensorTerm<'_>> = pairs
+                .iter()
+                .map(|(a, b)| {
+                    [
+                        a.polys[0].limb(i),
+                        a.polys[1].limb(i),
+                        b.polys[0].limb(i),
+                        b.polys[1].limb(i),
+                    ]
+                })
+                .collect();
+            let [c0, c1, c2] = &mut c;
+            lazy::tensor_sum(m, &terms, [c0.limb_mut(i), c1.limb_mut(i), c2.limb_mut(i)])?;
+        }
         Ok(Ciphertext {
-            polys,
-            param_id: first.param_id,
-            level: first.level,
-            scale: first.scale,
+            polys: c.into(),
+            param_id: a0.param_id,
+            level: a0.level,
+            scale,
             seed: None,
         })
     }

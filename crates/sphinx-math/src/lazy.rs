@@ -1,0 +1,400 @@
+//! Multiply-accumulate kernels with one modular reduction per output coefficient.
+//!
+//! The server of the training protocol spends its time in two sums over many operands:
+//! `Σ_t k_t · x_t` (plaintext integer weights times residue vectors, [`scalar_matmul`]) and
+//! `Σ_t x_t ⊗ y_t` (products of two-part ciphertexts without relinearization,
+//! [`tensor_sum`]). Reducing every product modulo `q` costs a 64×64→128-bit multiply that
+//! no x86 vector unit has. Here a residue `x < q < 2^42` is split as `x = x_h·2^21 + x_l`
+//! with both halves below `2^22`; products of halves (and of a weight below `2^31`) are exact
+//! in 64 bits, map to 32×32→64 vector multiplies (`vpmuludq` / `vpmuldq`), and thousands
+//! of them are summed before the single reduction of each output. The loops are plain Rust,
+//! compiled for the best instruction set the CPU has at run time (pulp dispatch, AVX2 on
+//! x86-64 machines from the last decade).
+//!
+//! Moduli above [`MAX_LAZY_BITS`] bits or weights of `2^31` or more take a reference path
+//! with a reduction per product, so every call is correct for every input.
+
+use pulp::{Arch, Simd, WithSimd};
+
+use crate::error::{MathError, Result};
+use crate::modulus::Modulus;
+
+/// Largest modulus bit length the split kernels accept.
+pub const MAX_LAZY_BITS: u32 = 42;
+/// Bits of the low half of a split residue.
+const SPLIT: u32 = 21;
+const LOW: u64 = (1 << SPLIT) - 1;
+/// Coefficients processed per block: the accumulators (at most 9 × 8 bytes per coefficient)
+/// stay in the L1 cache while every term streams through.
+const CHUNK: usize = 128;
+/// Exclusive bound on a weight's magnitude for the split path of [`scalar_matmul`].
+const MAX_SPLIT_WEIGHT: u64 = 1 << 31;
+
+fn shape(expected: usize, got: usize) -> MathError {
+    MathError::ShapeMismatch {
+        expected_limbs: 1,
+        expected_n: expected,
+        got_limbs: 1,
+        got_n: got,
+    }
+}
+
+/// `x mod q` for a signed 128-bit `x`, in `[0, q)`.
+#[inline(always)]
+fn reduce_i128(m: &Modulus, x: i128) -> u64 {
+    let r = m.reduce_u128(x.unsigned_abs());
+    if x < 0 { m.neg(r) } else { r }
+}
+
+/// `outs[j][c] = Σ_t ks[j·T + t] · xs[t][c] mod q` for `T = xs.len()` inputs and
+/// `outs.len()` outputs: a dense integer matrix times a matrix of residues.
+///
+/// Every `xs[t]` and `outs[j]` has the same length; residues must be reduced (`< q`);
+/// outputs are overwritten with reduced values. Zero weights are skipped.
+///
+/// # Errors
+/// [`MathError::ShapeMismatch`] if `ks.len() != outs.len() · xs.len()` or the vector lengths
+/// differ.
+pub fn scalar_matmul(
+    m: &Modulus,
+    xs: &[&[u64]],
+    ks: &[i64],
+    outs: &mut [&mut [u64]],
+) -> Result<()> {
+    let n = outs.first().map_or(0, |o| o.len());
+    if ks.len() != outs.len() * xs.len() {
+        return Err(shape(outs.len() * xs.len(), ks.len()));
+    }
+    if let Some(bad) = xs
+        .iter()
+        .map(|x| x.len())
+        .chain(outs.iter().map(|o| o.len()))
+        .find(|&l| l != n)
+    {
+        return Err(shape(n, bad));
+    }
+    let max_k = ks.iter().map(|k| k.unsigned_abs()).max().unwrap_or(0);
+    if m.bits() > MAX_LAZY_BITS || max_k >= MAX_SPLIT_WEIGHT {
+        scalar_matmul_reference(m, xs, ks, outs);
+        return Ok(());
+    }
+    // |k · half| < max_k · 2^22 per term; a block of terms sums below 2^63.
+    let per_term = (max_k.max(1) as u128) << (SPLIT + 1);
+    let flush_every = ((1u128 << 63) / per_term).max(1) as usize;
+    Arch::new().dispatch(ScalarMatmul {
+        m,
+        xs,
+        ks,
+        outs,
+        flush_every,
+    });
+    Ok(())
+}
+
+/// The reference [`scalar_matmul`]: one Shoup multiplication and reduction per product.
+pub fn scalar_matmul_reference(m: &Modulus, xs: &[&[u64]], ks: &[i64], outs: &mut [&mut [u64]]) {
+    let t = xs.len();
+    for (j, out) in outs.iter_mut().enumerate() {
+        out.fill(0);
+        for (x, &k) in xs.iter().zip(&ks[j * t..(j + 1) * t]) {
+            let k = m.reduce_i64(k);
+            let ks = m.shoup(k);
+            for (o, &v) in out.iter_mut().zip(x.iter()) {
+                *o = m.add(*o, m.mul_shoup(v, k, ks));
+            }
+        }
+    }
+}
+
+struct ScalarMatmul<'a, 'b, 'c> {
+    m: &'a Modulus,
+    xs: &'a [&'b [u64]],
+    ks: &'a [i64],
+    outs: &'a mut [&'c mut [u64]],
+    flush_every: usize,
+}
+
+impl WithSimd for ScalarMatmul<'_, '_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Self {
+            m,
+            xs,
+            ks,
+            outs,
+            flush_every,
+        } = self;
+        let t = xs.len();
+        let n = outs.first().map_or(0, |o| o.len());
+        let mut lo = [0i64; CHUNK];
+        let mut hi = [0i64; CHUNK];
+        // Blocks of coefficients outermost: one block of every input stays in cache while
+        // all outputs read it.
+        for start in (0..n).step_by(CHUNK) {
+            let len = CHUNK.min(n - start);
+            for (j, out) in outs.iter_mut().enumerate() {
+                let out = &mut out[start..start + len];
+                out.fill(0);
+                let (lo, hi) = (&mut lo[..len], &mut hi[..len]);
+                lo.fill(0);
+                hi.fill(0);
+                let mut pending = 0;
+                for (x, &k) in xs.iter().zip(&ks[j * t..(j + 1) * t]) {
+                    if k == 0 {
+                        continue;
+                    }
+                    // |k| < 2^31 was checked, so the truncation is exact.
+                    let k = i64::from(k as i32);
+                    for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(&x[start..]) {
+                        *l += i64::from((v & LOW) as i32) * k;
+                        *h += i64::from((v >> SPLIT) as i32) * k;
+                    }
+                    pending += 1;
+                    if pending == flush_every {
+                        flush_signed(m, lo, hi, out);
+                        pending = 0;
+                    }
+                }
+                flush_signed(m, lo, hi, out);
+            }
+        }
+    }
+}
+
+/// `out += hi·2^21 + lo mod q`, then clears the accumulators.
+#[inline(always)]
+fn flush_signed(m: &Modulus, lo: &mut [i64], hi: &mut [i64], out: &mut [u64]) {
+    for ((o, l), h) in out.iter_mut().zip(lo.iter_mut()).zip(hi.iter_mut()) {
+        let v = (i128::from(*h) << SPLIT) + i128::from(*l);
+        *o = m.add(*o, reduce_i128(m, v));
+        *l = 0;
+        *h = 0;
+    }
+}
+
+/// One term of [`tensor_sum`]: limbs `(x0, x1)` and `(y0, y1)` of two two-part ciphertexts.
+pub type TensorTerm<'a> = [&'a [u64]; 4];
+
+/// The tensor product summed over terms, without relinearization:
+/// `c0 = Σ x0·y0`, `c1 = Σ (x0·y1 + x1·y0)`, `c2 = Σ x1·y1` (mod `q`, element-wise), each
+/// term given as `[x0, x1, y0, y1]` (NTT values, reduced). Outputs are overwritten.
+///
+/// Karatsuba: `c1 = Σ (x0 + x1)(y0 + y1) − Σ x0·y0 − Σ x1·y1`, subtracted exactly before the
+/// one reduction, so three products per term instead of four.
+///
+/// # Errors
+/// [`MathError::ShapeMismatch`] if the vectors differ in length.
+pub fn tensor_sum(m: &Modulus, terms: &[TensorTerm<'_>], out: [&mut [u64]; 3]) -> Result<()> {
+    let n = out[0].len();
+    if let Some(bad) = terms
+        .iter()
+        .flat_map(|t| t.iter().map(|v| v.len()))
+        .chain(out.iter().map(|o| o.len()))
+        .find(|&l| l != n)
+    {
+        return Err(shape(n, bad));
+    }
+    if m.bits() > MAX_LAZY_BITS {
+        tensor_sum_reference(m, terms, out);
+        return Ok(());
+    }
+    Arch::new().dispatch(TensorSum { m, terms, out });
+    Ok(())
+}
+
+/// The reference [`tensor_sum`]: four products, each reduced.
+pub fn tensor_sum_reference(m: &Modulus, terms: &[TensorTerm<'_>], out: [&mut [u64]; 3]) {
+    let [c0, c1, c2] = out;
+    c0.fill(0);
+    c1.fill(0);
+    c2.fill(0);
+    for [x0, x1, y0, y1] in terms {
+        for c in 0..c0.len() {
+            c0[c] = m.add(c0[c], m.mul(x0[c], y0[c]));
+            c1[c] = m.add(c1[c], m.add(m.mul(x0[c], y1[c]), m.mul(x1[c], y0[c])));
+            c2[c] = m.add(c2[c], m.mul(x1[c], y1[c]));
+        }
+    }
+}
+
+struct TensorSum<'a, 'b, 'c> {
+    m: &'a Modulus,
+    terms: &'a [TensorTerm<'b>],
+    out: [&'c mut [u64]; 3],
+}
+
+/// Terms per flush: each half product is below `2^44` (halves below `2^22`), `mid` sums
+/// two per term, so `2^19` terms keep every partial sum below `2^64`.
+const TENSOR_FLUSH: usize = 1 << 19;
+
+/// Splits `u < 2^43` into halves `(u >> 21, u mod 2^21)`, both below `2^22`.
+#[inline(always)]
+fn halves(u: u64) -> (u64, u64) {
+    (u64::from((u >> SPLIT) as u32), u64::from((u & LOW) as u32))
+}
+
+/// Adds `u·v` to the partial sums `(hh, mid, ll)` of `hh·2^42 + mid·2^21 + ll`.
+#[inline(always)]
+fn add_split_product(hh: &mut u64, mid: &mut u64, ll: &mut u64, u: u64, v: u64) {
+    let ((uh, ul), (vh, vl)) = (halves(u), halves(v));
+    *hh += uh * vh;
+    *mid += uh * vl + ul * vh;
+    *ll += ul * vl;
+}
+
+#[inline(always)]
+fn split_value(hh: u64, mid: u64, ll: u64) -> u128 {
+    (u128::from(hh) << (2 * SPLIT)) + (u128::from(mid) << SPLIT) + u128::from(ll)
+}
+
+impl WithSimd for TensorSum<'_, '_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Self { m, terms, out } = self;
+        let [c0, c1, c2] = out;
+        let n = c0.len();
+        // Structure of arrays (one array per partial sum) so that the loop vectorizes.
+        let mut acc = [[0u64; CHUNK]; 9];
+        for start in (0..n).step_by(CHUNK) {
+            let len = CHUNK.min(n - start);
+            let range = start..start + len;
+            let (o0, o1, o2) = (
+                &mut c0[range.clone()],
+                &mut c1[range.clone()],
+                &mut c2[range.clone()],
+            );
+            o0.fill(0);
+            o1.fill(0);
+            o2.fill(0);
+            for block in terms.chunks(TENSOR_FLUSH) {
+                let [ahh, amid, all, bhh, bmid, bll, khh, kmid, kll] = &mut acc;
+                let (ahh, amid, all) = (&mut ahh[..len], &mut amid[..len], &mut all[..len]);
+                let (bhh, bmid, bll) = (&mut bhh[..len], &mut bmid[..len], &mut bll[..len]);
+                let (khh, kmid, kll) = (&mut khh[..len], &mut kmid[..len], &mut kll[..len]);
+                for v in [
+                    &mut *ahh, &mut *amid, &mut *all, &mut *bhh, &mut *bmid, &mut *bll, &mut *khh,
+                    &mut *kmid, &mut *kll,
+                ] {
+                    v.fill(0);
+                }
+                for [x0, x1, y0, y1] in block {
+                    let (x0, x1) = (&x0[range.clone()], &x1[range.clone()]);
+                    let (y0, y1) = (&y0[range.clone()], &y1[range.clone()]);
+                    for c in 0..len {
+                        let (u0, u1, v0, v1) = (x0[c], x1[c], y0[c], y1[c]);
+                        add_split_product(&mut ahh[c], &mut amid[c], &mut all[c], u0, v0);
+                        add_split_product(&mut bhh[c], &mut bmid[c], &mut bll[c], u1, v1);
+                        add_split_product(&mut khh[c], &mut kmid[c], &mut kll[c], u0 + u1, v0 + v1);
+                    }
+                }
+                for c in 0..len {
+                    let va = split_value(ahh[c], amid[c], all[c]);
+                    let vb = split_value(bhh[c], bmid[c], bll[c]);
+                    // Σ(x0+x1)(y0+y1) ≥ Σx0·y0 + Σx1·y1 as integers: no wrap.
+                    let vk = split_value(khh[c], kmid[c], kll[c]) - va - vb;
+                    o0[c] = m.add(o0[c], m.reduce_u128(va));
+                    o1[c] = m.add(o1[c], m.reduce_u128(vk));
+                    o2[c] = m.add(o2[c], m.reduce_u128(vb));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    fn residues(q: u64, n: usize, rng: &mut StdRng) -> Vec<u64> {
+        (0..n).map(|_| rng.random_range(0..q)).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn scalar_matmul_matches_reference(
+            bits in prop::sample::select(vec![20u32, 29, 41, 42, 50]),
+            n in 1usize..300,
+            t in 0usize..9,
+            rows in 1usize..4,
+            kbits in prop::sample::select(vec![1u32, 29, 31, 32, 40]),
+            seed in any::<u64>(),
+        ) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let q = (1u64 << (bits - 1)) + 1 + 2 * rng.random_range(0..(1u64 << (bits - 3)));
+            let m = Modulus::new(q).unwrap();
+            let data: Vec<Vec<u64>> = (0..t).map(|_| residues(q, n, &mut rng)).collect();
+            let xs: Vec<&[u64]> = data.iter().map(Vec::as_slice).collect();
+            let lim = 1i64 << (kbits - 1);
+            // Extremes included: the largest weight and half residues at q - 1.
+            let ks: Vec<i64> = (0..rows * t)
+                .map(|i| if i == 0 { -(lim - 1).max(1) } else { rng.random_range(-lim..lim) })
+                .collect();
+            let mut fast = vec![vec![1u64; n]; rows];
+            let mut slow = vec![vec![2u64; n]; rows];
+            {
+                let mut f: Vec<&mut [u64]> = fast.iter_mut().map(Vec::as_mut_slice).collect();
+                scalar_matmul(&m, &xs, &ks, &mut f).unwrap();
+                let mut s: Vec<&mut [u64]> = slow.iter_mut().map(Vec::as_mut_slice).collect();
+                scalar_matmul_reference(&m, &xs, &ks, &mut s);
+            }
+            prop_assert_eq!(fast, slow);
+        }
+
+        #[test]
+        fn tensor_sum_matches_reference(
+            bits in prop::sample::select(vec![20u32, 29, 41, 42, 50]),
+            n in 1usize..300,
+            t in 0usize..7,
+            seed in any::<u64>(),
+        ) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let q = (1u64 << (bits - 1)) + 1 + 2 * rng.random_range(0..(1u64 << (bits - 3)));
+            let m = Modulus::new(q).unwrap();
+            let data: Vec<Vec<u64>> = (0..4 * t)
+                .map(|i| if i == 0 { vec![q - 1; n] } else { residues(q, n, &mut rng) })
+                .collect();
+            let terms: Vec<TensorTerm<'_>> = data
+                .chunks(4)
+                .map(|c| [c[0].as_slice(), &c[1], &c[2], &c[3]])
+                .collect();
+            let (mut f0, mut f1, mut f2) = (vec![5; n], vec![5; n], vec![5; n]);
+            let (mut s0, mut s1, mut s2) = (vec![0; n], vec![0; n], vec![0; n]);
+            tensor_sum(&m, &terms, [&mut f0, &mut f1, &mut f2]).unwrap();
+            tensor_sum_reference(&m, &terms, [&mut s0, &mut s1, &mut s2]);
+            prop_assert_eq!((f0, f1, f2), (s0, s1, s2));
+        }
+    }
+
+    #[test]
+    fn long_sums_flush_without_overflow() {
+        // Weights near 2^31 force a flush every 2^10 terms.
+        let q = (1u64 << 41) + 1 + 2 * 12_345;
+        let m = Modulus::new(q).unwrap();
+        let x = vec![q - 1; 16];
+        let xs: Vec<&[u64]> = (0..3000).map(|_| x.as_slice()).collect();
+        let ks = vec![(1i64 << 31) - 1; 3000];
+        let mut fast = vec![0u64; 16];
+        let mut slow = vec![0u64; 16];
+        scalar_matmul(&m, &xs, &ks, &mut [&mut fast]).unwrap();
+        scalar_matmul_reference(&m, &xs, &ks, &mut [&mut slow]);
+        assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn shape_errors() {
+        let m = Modulus::new(97).unwrap();
+        let x = vec![1u64; 4];
+        let mut out = vec![0u64; 3];
+        assert!(scalar_matmul(&m, &[&x], &[1], &mut [&mut out]).is_err());
+        assert!(scalar_matmul(&m, &[&x], &[1, 2], &mut [&mut out[..]]).is_err());
+        let (mut a, mut b, mut c) = (vec![0; 4], vec![0; 4], vec![0; 3]);
+        assert!(tensor_sum(&m, &[[&x, &x, &x, &x]], [&mut a, &mut b, &mut c]).is_err());
+    }
+}
