@@ -305,6 +305,112 @@ impl WithSimd for TensorSum<'_, '_, '_> {
     }
 }
 
+/// Several tensor sums that share their left operands: output `j` is
+/// `Σ_t lhs[t] ⊗ rhs[j][t]` over the `t` where `rhs[j][t]` is present (the tensor product
+/// of [`tensor_sum`]; each operand `[part 0, part 1]` of one limb). Each block of `lhs[t]`
+/// is loaded once for all outputs while their partial sums stay in the L1 cache: the
+/// per-sample weight gradients of a convolution, where the weights of one packed `δ` group
+/// all meet the same `δ` at every output position.
+///
+/// # Errors
+/// [`MathError::ShapeMismatch`] if `rhs.len() != outs.len()`, a row of `rhs` is not as long
+/// as `lhs`, or the vectors differ in length.
+pub fn tensor_sums_shared(
+    m: &Modulus,
+    lhs: &[[&[u64]; 2]],
+    rhs: &[Vec<Option<[&[u64]; 2]>>],
+    outs: &mut [[&mut [u64]; 3]],
+) -> Result<()> {
+    let n = outs.first().map_or(0, |o| o[0].len());
+    if rhs.len() != outs.len() {
+        return Err(shape(outs.len(), rhs.len()));
+    }
+    if let Some(row) = rhs.iter().find(|r| r.len() != lhs.len()) {
+        return Err(shape(lhs.len(), row.len()));
+    }
+    let lens = lhs
+        .iter()
+        .flat_map(|v| v.iter().map(|x| x.len()))
+        .chain(
+            rhs.iter()
+                .flatten()
+                .flatten()
+                .flat_map(|v| v.iter().map(|x| x.len())),
+        )
+        .chain(outs.iter().flat_map(|o| o.iter().map(|x| x.len())));
+    if let Some(bad) = lens.into_iter().find(|&l| l != n) {
+        return Err(shape(n, bad));
+    }
+    if m.bits() > MAX_LAZY_BITS || lhs.len() > TENSOR_FLUSH {
+        for (row, out) in rhs.iter().zip(outs.iter_mut()) {
+            let terms: Vec<TensorTerm<'_>> = lhs
+                .iter()
+                .zip(row)
+                .filter_map(|(l, r)| r.map(|r| [l[0], l[1], r[0], r[1]]))
+                .collect();
+            let [c0, c1, c2] = out;
+            tensor_sum(m, &terms, [&mut **c0, &mut **c1, &mut **c2])?;
+        }
+        return Ok(());
+    }
+    Arch::new().dispatch(TensorSumsShared { m, lhs, rhs, outs });
+    Ok(())
+}
+
+struct TensorSumsShared<'a, 'b, 'c> {
+    m: &'a Modulus,
+    lhs: &'a [[&'b [u64]; 2]],
+    rhs: &'a [Vec<Option<[&'b [u64]; 2]>>],
+    outs: &'a mut [[&'c mut [u64]; 3]],
+}
+
+/// Coefficients per block of [`tensor_sums_shared`]: its partial sums take
+/// `9 · 8 · SHARED_CHUNK` bytes per output.
+const SHARED_CHUNK: usize = 32;
+
+impl WithSimd for TensorSumsShared<'_, '_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Self { m, lhs, rhs, outs } = self;
+        let n = outs.first().map_or(0, |o| o[0].len());
+        let mut acc = vec![[[0u64; SHARED_CHUNK]; 9]; outs.len()];
+        for start in (0..n).step_by(SHARED_CHUNK) {
+            let len = SHARED_CHUNK.min(n - start);
+            let range = start..start + len;
+            acc.fill([[0; SHARED_CHUNK]; 9]);
+            for (t, [x0, x1]) in lhs.iter().enumerate() {
+                let (x0, x1) = (&x0[range.clone()], &x1[range.clone()]);
+                for (row, a) in rhs.iter().zip(acc.iter_mut()) {
+                    let Some([y0, y1]) = row[t] else { continue };
+                    let (y0, y1) = (&y0[range.clone()], &y1[range.clone()]);
+                    let [ahh, amid, all, bhh, bmid, bll, khh, kmid, kll] = a;
+                    for c in 0..len {
+                        let (u0, u1, v0, v1) = (x0[c], x1[c], y0[c], y1[c]);
+                        add_split_product(&mut ahh[c], &mut amid[c], &mut all[c], u0, v0);
+                        add_split_product(&mut bhh[c], &mut bmid[c], &mut bll[c], u1, v1);
+                        add_split_product(&mut khh[c], &mut kmid[c], &mut kll[c], u0 + u1, v0 + v1);
+                    }
+                }
+            }
+            for (a, out) in acc.iter().zip(outs.iter_mut()) {
+                let [ahh, amid, all, bhh, bmid, bll, khh, kmid, kll] = a;
+                let [o0, o1, o2] = out;
+                for c in 0..len {
+                    let va = split_value(ahh[c], amid[c], all[c]);
+                    let vb = split_value(bhh[c], bmid[c], bll[c]);
+                    // Σ(x0+x1)(y0+y1) ≥ Σx0·y0 + Σx1·y1 as integers: no wrap.
+                    let vk = split_value(khh[c], kmid[c], kll[c]) - va - vb;
+                    o0[start + c] = m.reduce_u128(va);
+                    o1[start + c] = m.reduce_u128(vk);
+                    o2[start + c] = m.reduce_u128(vb);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +475,50 @@ mod tests {
             tensor_sum(&m, &terms, [&mut f0, &mut f1, &mut f2]).unwrap();
             tensor_sum_reference(&m, &terms, [&mut s0, &mut s1, &mut s2]);
             prop_assert_eq!((f0, f1, f2), (s0, s1, s2));
+        }
+    }
+
+    #[test]
+    fn shared_tensor_sums_match_single_sums() {
+        let mut rng = StdRng::seed_from_u64(9);
+        for (bits, n) in [(41u32, 100usize), (29, 64), (50, 40)] {
+            let q = (1u64 << (bits - 1)) + 1 + 2 * rng.random_range(0..(1u64 << (bits - 3)));
+            let m = Modulus::new(q).unwrap();
+            let data: Vec<Vec<u64>> = (0..2 * 5 + 2 * 7)
+                .map(|_| residues(q, n, &mut rng))
+                .collect();
+            let lhs: Vec<[&[u64]; 2]> = (0..5)
+                .map(|t| [data[2 * t].as_slice(), &data[2 * t + 1]])
+                .collect();
+            let pool: Vec<[&[u64]; 2]> = (5..12)
+                .map(|t| [data[2 * t].as_slice(), &data[2 * t + 1]])
+                .collect();
+            let rhs: Vec<Vec<Option<[&[u64]; 2]>>> = (0..3)
+                .map(|j| {
+                    (0..5)
+                        .map(|t| (t + j) % 3 != 0)
+                        .map(|on| on.then(|| pool[rng.random_range(0..7)]))
+                        .collect()
+                })
+                .collect();
+            let mut got = vec![[vec![7u64; n], vec![7; n], vec![7; n]]; 3];
+            {
+                let mut outs: Vec<[&mut [u64]; 3]> = got
+                    .iter_mut()
+                    .map(|[a, b, c]| [a.as_mut_slice(), b.as_mut_slice(), c.as_mut_slice()])
+                    .collect();
+                tensor_sums_shared(&m, &lhs, &rhs, &mut outs).unwrap();
+            }
+            for (row, [g0, g1, g2]) in rhs.iter().zip(&got) {
+                let terms: Vec<TensorTerm<'_>> = lhs
+                    .iter()
+                    .zip(row)
+                    .filter_map(|(l, r)| r.map(|r| [l[0], l[1], r[0], r[1]]))
+                    .collect();
+                let (mut s0, mut s1, mut s2) = (vec![0; n], vec![0; n], vec![0; n]);
+                tensor_sum_reference(&m, &terms, [&mut s0, &mut s1, &mut s2]);
+                assert_eq!((g0, g1, g2), (&s0, &s1, &s2));
+            }
         }
     }
 

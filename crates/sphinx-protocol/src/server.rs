@@ -13,7 +13,6 @@ use ndarray::Array2;
 use rand::{CryptoRng, RngCore};
 use rayon::prelude::*;
 use sphinx_he::{Ciphertext, Encoder, Evaluator, GaloisKeys, Parameters, Plaintext};
-use sphinx_math::Poly;
 use sphinx_nn::model::Model;
 
 use crate::accounting::{Phase, PhaseTimes};
@@ -272,39 +271,46 @@ impl Server {
         };
         let plan = &self.plans[job.layer];
         let end = (job.next + GRADIENT_CHUNK).min(total);
-        let (eval, params) = (&self.eval, &self.params);
+        let eval = &self.eval;
         let (delta, input) = (&job.delta, &job.input);
-        let level = params.max_level();
-        let basis = params.q_basis(level)?;
-        let cts = (job.next..end)
+        // Tasks of up to UNIT_BLOCK consecutive weights of one δ group: they meet the same
+        // δ at every position, which the fused kernel then reads once for all of them.
+        let mut tasks = Vec::new();
+        let mut w = job.next;
+        while w < end {
+            let group_end = (w / plan.patch() + 1) * plan.patch();
+            let stop = (w + UNIT_BLOCK).min(group_end).min(end);
+            tasks.push(w..stop);
+            w = stop;
+        }
+        let pieces = tasks
             .into_par_iter()
-            .map(|w| {
-                let (group, p) = (w / plan.patch(), w % plan.patch());
-                // Σ_pos [δ]·[a] as one fused tensor sum (no temporaries, no
-                // relinearization, one reduction per coefficient). Inputs were checked to be
-                // fresh two-part ciphertexts at the top level and the default scale.
-                let pairs: Vec<(&Ciphertext, &Ciphertext)> = (0..plan.positions())
-                    .filter_map(|pos| {
-                        plan.input_at(p, pos)
-                            .map(|q| (&delta[group * plan.positions() + pos], &input[q]))
+            .map(|ws| {
+                let group = ws.start / plan.patch();
+                let lhs: Vec<&Ciphertext> = (0..plan.positions())
+                    .map(|pos| &delta[group * plan.positions() + pos])
+                    .collect();
+                let rhs: Vec<Vec<Option<&Ciphertext>>> = ws
+                    .clone()
+                    .map(|w| {
+                        let p = w % plan.patch();
+                        (0..plan.positions())
+                            .map(|pos| plan.input_at(p, pos).map(|q| &input[q]))
+                            .collect()
                     })
                     .collect();
-                let mut ct = if pairs.is_empty() {
-                    // A weight that only ever meets padding has a zero gradient.
-                    let zero = [Poly::zero(basis), Poly::zero(basis), Poly::zero(basis)];
-                    Ciphertext::from_parts(
-                        params,
-                        zero.into(),
-                        level,
-                        params.scale() * params.scale(),
-                    )?
-                } else {
-                    eval.multiply_sum(&pairs)?
-                };
-                eval.rescale_assign(&mut ct)?;
-                Ok(ct)
+                // Inputs were checked to be fresh two-part ciphertexts at the top level and
+                // the default scale; a weight that only meets padding gets a zero gradient.
+                let sums = eval.multiply_sums_shared(&lhs, &rhs)?;
+                ws.zip(sums)
+                    .map(|(w, mut ct)| {
+                        eval.rescale_assign(&mut ct)?;
+                        Ok((w - job.next, ct))
+                    })
+                    .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
+        let cts = in_order(end - job.next, pieces)?;
         let msg = ServerMessage::WeightGradients(WeightGradients {
             step: self.step,
             layer: job.layer as u16,

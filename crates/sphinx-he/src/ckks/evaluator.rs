@@ -491,6 +491,72 @@ impl Evaluator {
         })
     }
 
+    /// Several [`multiply_sum`](Self::multiply_sum)s sharing their left operands: output `j`
+    /// is `Σ_t lhs[t] · rhs[j][t]` over the `t` where `rhs[j][t]` is present (3 parts, no
+    /// relinearization; an output without terms is an encryption of zero). Each block of
+    /// `lhs[t]` is read once for all outputs (`sphinx_math::lazy::tensor_sums_shared`).
+    /// Every operand has two parts, the level and the scale of `lhs[0]`; outputs have the
+    /// squared scale.
+    ///
+    /// # Errors
+    /// [`HeError::LengthMismatch`] for an empty `lhs` or a row of `rhs` of another length;
+    /// [`HeError::ParamMismatch`], [`HeError::LevelMismatch`], [`HeError::ScaleMismatch`],
+    /// [`HeError::UnsupportedCiphertextSize`].
+    pub fn multiply_sums_shared(
+        &self,
+        lhs: &[&Ciphertext],
+        rhs: &[Vec<Option<&Ciphertext>>],
+    ) -> Result<Vec<Ciphertext>> {
+        let Some(&first) = lhs.first() else {
+            return Err(HeError::LengthMismatch { left: 0, right: 0 });
+        };
+        if let Some(row) = rhs.iter().find(|r| r.len() != lhs.len()) {
+            return Err(HeError::LengthMismatch {
+                left: lhs.len(),
+                right: row.len(),
+            });
+        }
+        let basis = self.basis_of(first)?;
+        for &ct in lhs.iter().chain(rhs.iter().flatten().flatten()) {
+            self.check_pair(first, ct.param_id, ct.level)?;
+            Self::require_size(ct, "2", ct.size() == 2)?;
+            Self::check_scales(first.scale, ct.scale)?;
+        }
+        let mut polys: Vec<[Poly<Ntt>; 3]> = rhs
+            .iter()
+            .map(|_| [Poly::zero(basis), Poly::zero(basis), Poly::zero(basis)])
+            .collect();
+        for (i, m) in basis.moduli().iter().enumerate() {
+            let l: Vec<[&[u64]; 2]> = lhs
+                .iter()
+                .map(|c| [c.polys[0].limb(i), c.polys[1].limb(i)])
+                .collect();
+            let r: Vec<Vec<Option<[&[u64]; 2]>>> = rhs
+                .iter()
+                .map(|row| {
+                    row.iter()
+                        .map(|c| c.map(|c| [c.polys[0].limb(i), c.polys[1].limb(i)]))
+                        .collect()
+                })
+                .collect();
+            let mut outs: Vec<[&mut [u64]; 3]> = polys
+                .iter_mut()
+                .map(|[a, b, c]| [a.limb_mut(i), b.limb_mut(i), c.limb_mut(i)])
+                .collect();
+            lazy::tensor_sums_shared(m, &l, &r, &mut outs)?;
+        }
+        Ok(polys
+            .into_iter()
+            .map(|p| Ciphertext {
+                polys: p.into(),
+                param_id: first.param_id,
+                level: first.level,
+                scale: first.scale * first.scale,
+                seed: None,
+            })
+            .collect())
+    }
+
     /// `a + c` for a real `c` added to every slot (at the ciphertext's scale).
     ///
     /// # Errors
