@@ -8,7 +8,9 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 use sphinx_dp::{BudgetLedger, DpEvent, DpSgdAggregator, PrivacyBudget};
-use sphinx_he::{Ciphertext, Encoder, GaloisKeys, Parameters, PublicKey, SecretKey};
+use sphinx_he::{
+    Ciphertext, Encoder, GaloisKeys, Parameters, PublicKey, RelinearizationKey, SecretKey,
+};
 use sphinx_nn::data::Dataset;
 use sphinx_nn::layers::Layer;
 use sphinx_nn::loss::softmax_cross_entropy;
@@ -160,11 +162,13 @@ impl Client {
             .take_while(|&s| (s as usize) < params.slots())
             .collect();
         let galois = GaloisKeys::new(&sk, &steps, false, &mut rng)?;
+        let relinearization_key = RelinearizationKey::new(&sk, &mut rng)?;
         let dp = *aggregator.config();
         let setup = Setup {
             params: params.literal().clone(),
             public_key: pk,
             galois_keys: galois,
+            relinearization_key,
             model: spec,
             training: TrainingConfig {
                 learning_rate: config.learning_rate,

@@ -20,7 +20,7 @@
 //! 3. the client computes the loss gradient and sends `[δ]` of the last layer; per layer
 //!    the server updates `[b]` with the slot-summed bias gradient, returns `[Wᵀδ]` (the
 //!    client applies the activation derivatives and sends the next `[δ]`) and streams the
-//!    per-sample weight gradients `[δ]·[a]` as unrelinearized 3-part ciphertexts at level 0;
+//!    per-sample weight gradients `[δ]·[a]` (relinearized, level 0);
 //! 4. the client decrypts them, clips each sample's whole W-gradient to C, sums, adds
 //!    Gaussian noise, divides by `q·N`, records the step and sends the noisy gradient; the
 //!    server updates `W`.

@@ -29,7 +29,10 @@
 use std::sync::Arc;
 
 use sphinx_he::serialization::Serializable;
-use sphinx_he::{Ciphertext, GaloisKeys, Parameters, ParametersLiteral, PublicKey, SecurityLevel};
+use sphinx_he::{
+    Ciphertext, GaloisKeys, Parameters, ParametersLiteral, PublicKey, RelinearizationKey,
+    SecurityLevel,
+};
 use sphinx_nn::model::ModelSpec;
 
 use crate::error::{ProtocolError, Result};
@@ -155,6 +158,9 @@ pub struct Setup {
     pub public_key: PublicKey,
     /// Rotations by powers of two, for summing bias gradients over the batch slots.
     pub galois_keys: GaloisKeys,
+    /// For relinearizing the per-sample gradients (3 → 2 parts, a third fewer bytes)
+    /// before they are sent.
+    pub relinearization_key: RelinearizationKey,
     /// The architecture.
     pub model: ModelSpec,
     /// Hyperparameters.
@@ -352,6 +358,8 @@ impl ClientMessage {
                     + 4
                     + s.galois_keys.serialized_len(params)?
                     + 4
+                    + s.relinearization_key.serialized_len(params)?
+                    + 4
                     + model_json(&s.model, kind)?.len()
                     + TRAINING_CONFIG_LEN
             }
@@ -375,6 +383,7 @@ impl ClientMessage {
                 put_literal(&mut out, &s.params);
                 put_object(&mut out, &s.public_key.to_bytes(params)?, kind)?;
                 put_object(&mut out, &s.galois_keys.to_bytes(params)?, kind)?;
+                put_object(&mut out, &s.relinearization_key.to_bytes(params)?, kind)?;
                 put_object(&mut out, &model_json(&s.model, kind)?, kind)?;
                 out.extend_from_slice(&s.training.learning_rate.to_le_bytes());
                 out.extend_from_slice(&s.training.expected_batch_size.to_le_bytes());
@@ -613,6 +622,8 @@ pub fn decode_setup(bytes: &[u8], limit: usize) -> Result<Setup> {
     let public_key = PublicKey::from_bytes(&params, pk, pk.len())?;
     let gk = c.object()?;
     let galois_keys = GaloisKeys::from_bytes(&params, gk, gk.len())?;
+    let rk = c.object()?;
+    let relinearization_key = RelinearizationKey::from_bytes(&params, rk, rk.len())?;
     let model =
         serde_json::from_slice(c.object()?).map_err(|e| malformed(format!("model JSON: {e}")))?;
     let learning_rate = f32::from_le_bytes(c.array()?);
@@ -633,6 +644,7 @@ pub fn decode_setup(bytes: &[u8], limit: usize) -> Result<Setup> {
         params: literal,
         public_key,
         galois_keys,
+        relinearization_key,
         model,
         training: TrainingConfig {
             learning_rate,

@@ -148,8 +148,8 @@ fn every_message_is_versioned_and_its_size_exact() {
                 assert!(b.cts.iter().all(|c| c.level() == 0 && c.size() == 2));
             }
             ServerMessage::WeightGradients(g) => {
-                // Unrelinearized products, at the lowest level.
-                assert!(g.cts.iter().all(|c| c.level() == 0 && c.size() == 3));
+                // Relinearized products, at the lowest level.
+                assert!(g.cts.iter().all(|c| c.level() == 0 && c.size() == 2));
             }
             _ => {}
         }
