@@ -224,6 +224,18 @@ impl Client {
         self.step
     }
 
+    /// The state that [`crate::client_state`] snapshots and restores.
+    pub(crate) fn resumable(&mut self) -> crate::client_state::Resumable<'_> {
+        crate::client_state::Resumable {
+            step: &mut self.step,
+            rng: &mut self.rng,
+            agg: &mut self.agg,
+            ledger: &mut self.ledger,
+            last: &mut self.last,
+            in_step: self.state.is_some(),
+        }
+    }
+
     /// Starts a step: refuses if one more step would exceed the budget, then draws a
     /// Poisson batch and returns the encrypted input of the first parameterized layer.
     ///

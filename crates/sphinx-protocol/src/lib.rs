@@ -9,7 +9,8 @@
 //!   per message type and direction, wall time per phase.
 //! - [`plan`]: the public gather structure of linear and convolutional layers.
 //! - [`reference::ReferenceTrainer`]: the same DP-SGD in plaintext, for exactness tests.
-//! - [`session::Session`]: an in-process driver.
+//! - [`session::Session`]: an in-process driver; [`client_state`]: snapshots that let a
+//!   restarted client resume training exactly.
 //! - [`pure_he`]: the Pure-HE baseline's operation counts and measured unit costs.
 //!
 //! One step, with batch-axis packing (slot `j` of every ciphertext holds sample `j`):
@@ -59,6 +60,7 @@
 
 pub mod accounting;
 pub mod client;
+pub mod client_state;
 pub mod error;
 pub mod messages;
 pub mod params;
