@@ -9,7 +9,8 @@
 //!   per message type and direction, wall time per phase.
 //! - [`plan`]: the public gather structure of linear and convolutional layers.
 //! - [`reference::ReferenceTrainer`]: the same DP-SGD in plaintext, for exactness tests.
-//! - [`session::Session`]: an in-process driver.
+//! - [`session::Session`]: an in-process driver; [`wire`]: the network frames that carry
+//!   these messages between `sphinx-client` and `sphinx-server`.
 //! - [`pure_he`]: the Pure-HE baseline's operation counts and measured unit costs.
 //!
 //! One step, with batch-axis packing (slot `j` of every ciphertext holds sample `j`):
@@ -67,5 +68,6 @@ pub mod pure_he;
 pub mod reference;
 pub mod server;
 pub mod session;
+pub mod wire;
 
 pub use error::{ProtocolError, Result};
