@@ -22,6 +22,9 @@ use crate::messages::{
 };
 use crate::plan::LayerPlan;
 
+mod rewind;
+pub use rewind::StepMark;
+
 /// Standard deviations above the expected batch size that a slot block leaves room for:
 /// a Poisson batch beyond `q·N + 6·√(q·N) + 8` is refused (probability below 10⁻⁸).
 const BLOCK_SIGMAS: f64 = 6.0;

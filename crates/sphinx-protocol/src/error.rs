@@ -49,6 +49,15 @@ pub enum ProtocolError {
     /// trailing data, bad counts).
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// A network frame's length prefix exceeds the receiver's limit (checked before
+    /// anything is allocated; see [`crate::wire`]).
+    #[error("frame of {len} bytes exceeds the limit of {limit}")]
+    FrameTooLarge {
+        /// The announced body length.
+        len: u64,
+        /// The receiver's limit.
+        limit: usize,
+    },
     /// An embedded HE object failed `sphinx-he`'s validating decoder.
     #[error(transparent)]
     Decode(#[from] sphinx_he::DecodeError),

@@ -9,8 +9,9 @@
 //!   per message type and direction, wall time per phase.
 //! - [`plan`]: the public gather structure of linear and convolutional layers.
 //! - [`reference::ReferenceTrainer`]: the same DP-SGD in plaintext, for exactness tests.
-//! - [`session::Session`]: an in-process driver; [`client_state`]: snapshots that let a
-//!   restarted client resume training exactly.
+//! - [`session::Session`]: an in-process driver; [`wire`]: the network frames that carry
+//!   these messages between `sphinx-client` and `sphinx-server`; [`client_state`]:
+//!   snapshots that let a restarted client resume training exactly.
 //! - [`pure_he`]: the Pure-HE baseline's operation counts and measured unit costs.
 //!
 //! One step, with batch-axis packing (slot `j` of every ciphertext holds sample `j`):
@@ -69,5 +70,6 @@ pub mod pure_he;
 pub mod reference;
 pub mod server;
 pub mod session;
+pub mod wire;
 
 pub use error::{ProtocolError, Result};
