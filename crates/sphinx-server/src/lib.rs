@@ -434,7 +434,13 @@ impl Conn {
             };
             let read = tokio::select! {
                 r = tokio::time::timeout(limits.idle_timeout, read_frame(&mut self.stream, max)) => r,
-                _ = stop.changed() => continue,
+                // A closed channel means the server is gone: stop too.
+                changed = stop.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    continue;
+                }
             };
             let body = match read {
                 Err(_idle) => return,

@@ -154,6 +154,12 @@ fn killed_server_resumes_from_the_last_committed_step() {
     let alice = AccountName::new("alice").unwrap();
 
     let (mut server, addr, fingerprint) = start(&data);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = std::fs::metadata(data.join("tls/key.pem")).unwrap();
+        assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    }
     let (mut client, setup, params) = client();
     let mut conn = Connection::connect(addr, &fingerprint).unwrap();
     conn.auth(&alice, &token).unwrap();
@@ -192,4 +198,42 @@ fn killed_server_resumes_from_the_last_committed_step() {
     assert!(d < 1e-4, "max |Δ| = {d}");
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+#[test]
+fn account_commands_manage_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let d = data.to_str().unwrap();
+    let first = sphinx(&["server", "add-account", "bob", "--data-dir", d]);
+    let token = first.lines().last().unwrap().to_owned();
+    assert_eq!(token.len(), 64);
+    let again = Command::new(env!("CARGO_BIN_EXE_sphinx"))
+        .args(["server", "add-account", "bob", "--data-dir", d])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    let rotated = sphinx(&["server", "rotate-token", "bob", "--data-dir", d]);
+    assert_ne!(rotated.lines().last().unwrap(), token);
+    assert!(sphinx(&["server", "accounts", "--data-dir", d]).contains("| bob | 0 | 0 |"));
+    sphinx(&["server", "remove-account", "bob", "--data-dir", d]);
+    assert!(!sphinx(&["server", "accounts", "--data-dir", d]).contains("bob"));
+    let bad = Command::new(env!("CARGO_BIN_EXE_sphinx"))
+        .args(["server", "add-account", "no spaces", "--data-dir", d])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let no_dir = Command::new(env!("CARGO_BIN_EXE_sphinx"))
+        .args(["server", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!no_dir.status.success());
+    assert!(String::from_utf8_lossy(&no_dir.stderr).contains("--data-dir"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
 }
