@@ -30,6 +30,8 @@ enum Command {
     /// Plaintext reference training (no encryption): plaintext and DP-SGD.
     #[command(subcommand)]
     Baseline(commands::baseline::BaselineCommand),
+    /// The cloud service: TLS, accounts, persistent resumable training.
+    Server(commands::server::ServerCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +41,7 @@ fn main() -> std::process::ExitCode {
         Command::Privacy(cmd) => commands::privacy::run(cmd),
         Command::Bench(cmd) => commands::bench::run(cmd),
         Command::Baseline(cmd) => commands::baseline::run(cmd),
+        Command::Server(cmd) => commands::server::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -7,3 +7,4 @@ pub mod bench_train;
 pub mod params;
 pub mod privacy;
 pub mod private_train;
+pub mod server;
