@@ -11,6 +11,8 @@
 //! - [`reference::ReferenceTrainer`]: the same DP-SGD in plaintext, for exactness tests.
 //! - [`session::Session`]: an in-process driver.
 //! - [`pure_he`]: the Pure-HE baseline's operation counts and measured unit costs.
+//! - [`inference`]: private inference (preprocessing, online phase, refresh) and its
+//!   baselines.
 //!
 //! One step, with batch-axis packing (slot `j` of every ciphertext holds sample `j`):
 //! 1. the client checks its budget, draws a Poisson batch and sends `[x]`;
@@ -60,6 +62,7 @@
 pub mod accounting;
 pub mod client;
 pub mod error;
+pub mod inference;
 pub mod messages;
 pub mod params;
 pub mod plan;
