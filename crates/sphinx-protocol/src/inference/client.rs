@@ -235,6 +235,18 @@ impl InferenceClient {
             .sum()
     }
 
+    /// Output ciphertexts of a full preprocessing round: the output scalars of all layers.
+    #[must_use]
+    pub fn preprocessing_outputs(&self) -> usize {
+        self.layers.iter().map(|l| l.out_dim).sum()
+    }
+
+    /// Input ciphertexts of a full preprocessing round: the input scalars of all layers.
+    #[must_use]
+    pub fn preprocessing_inputs(&self) -> usize {
+        self.layers.iter().map(|l| l.in_dim).sum()
+    }
+
     /// Whether preprocessing (or a refresh) is in progress.
     #[must_use]
     pub fn preprocessing(&self) -> bool {

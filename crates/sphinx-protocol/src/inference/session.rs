@@ -9,7 +9,9 @@ use sphinx_nn::model::Model;
 
 use crate::accounting::KindTraffic;
 use crate::error::{ProtocolError, Result};
-use crate::inference::messages::{Direction, InferenceClientMessage, InferenceKind};
+use crate::inference::messages::{
+    Direction, InferenceClientMessage, InferenceKind, InferenceServerMessage,
+};
 use crate::inference::{InferenceClient, InferenceServer};
 
 /// Messages and bytes per inference message type.
@@ -116,7 +118,7 @@ impl InferenceSession {
             preprocessing_time: Duration::ZERO,
             online_time: Duration::ZERO,
         };
-        session.exchange(InferenceClientMessage::StatusRequest)?;
+        session.exchange(InferenceClientMessage::StatusRequest, &mut |_| {})?;
         Ok(session)
     }
 
@@ -156,7 +158,11 @@ impl InferenceSession {
     }
 
     /// Sends one client message and runs both roles until neither has anything to send.
-    fn exchange(&mut self, first: InferenceClientMessage) -> Result<()> {
+    fn exchange(
+        &mut self,
+        first: InferenceClientMessage,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<()> {
         let params = self.client.params().clone();
         let mut up = VecDeque::from([first]);
         loop {
@@ -166,6 +172,9 @@ impl InferenceSession {
                 loop {
                     while let Some(reply) = down.pop_front() {
                         self.traffic.record(reply.kind(), reply.wire_len(&params)?);
+                        if let InferenceServerMessage::PreprocessOutput(c) = &reply {
+                            progress(c.cts.len());
+                        }
                         up.extend(self.client.handle(reply)?);
                     }
                     match self.server.poll()? {
@@ -186,9 +195,23 @@ impl InferenceSession {
     /// # Errors
     /// Errors of either role.
     pub fn preprocess(&mut self, queries: usize) -> Result<()> {
+        self.preprocess_with(queries, &mut |_| {})
+    }
+
+    /// [`preprocess`](Self::preprocess), calling `progress` with the number of output
+    /// ciphertexts of every [`PreprocessOutput`](super::messages::PreprocessOutput) received
+    /// (the round has [`InferenceClient::preprocessing_outputs`] in all).
+    ///
+    /// # Errors
+    /// Errors of either role.
+    pub fn preprocess_with(
+        &mut self,
+        queries: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<()> {
         let t = Instant::now();
         let start = self.client.start_preprocessing(queries)?;
-        let out = self.exchange(start);
+        let out = self.exchange(start, progress);
         self.preprocessing_time += t.elapsed();
         out
     }
@@ -201,9 +224,9 @@ impl InferenceSession {
     pub fn refresh(&mut self) -> Result<bool> {
         let t = Instant::now();
         let out = (|| {
-            self.exchange(InferenceClientMessage::StatusRequest)?;
+            self.exchange(InferenceClientMessage::StatusRequest, &mut |_| {})?;
             match self.client.start_refresh()? {
-                Some(start) => self.exchange(start).map(|()| true),
+                Some(start) => self.exchange(start, &mut |_| {}).map(|()| true),
                 None => Ok(false),
             }
         })();
@@ -221,7 +244,7 @@ impl InferenceSession {
         let t = Instant::now();
         let out = (|| {
             let first = self.client.start_query(input)?;
-            self.exchange(first)?;
+            self.exchange(first, &mut |_| {})?;
             self.client
                 .take_result()
                 .map(|r| r.logits)
