@@ -135,6 +135,76 @@ impl ServerLayer {
     }
 }
 
+/// Weights below this magnitude take [`small_combination`]'s fast path.
+const SMALL_WEIGHT: u64 = 1 << 20;
+
+/// `Σ k_i · cts[i]` for integer weights, like [`Evaluator::linear_combination_integer`],
+/// but for small weights (`|k| < 2^20`, at most 4096 terms) without a modular product per
+/// term: each 60-bit residue is split into 30-bit halves and `|k|·half` (a 32 × 32-bit
+/// product, which vectorizes) is accumulated exactly in `u64` per sign, then reduced once.
+fn small_combination(eval: &Evaluator, cts: &[&Ciphertext], ks: &[i64]) -> Result<Ciphertext> {
+    let fits = cts.len() <= 4096 && ks.iter().all(|k| k.unsigned_abs() < SMALL_WEIGHT);
+    let Some(first) = cts.first().filter(|_| fits && cts.len() == ks.len()) else {
+        return Ok(eval.linear_combination_integer(cts, ks)?);
+    };
+    let params = eval.params();
+    let level = first.level();
+    let basis = params.q_basis(level)?;
+    let n = params.n();
+    for ct in cts {
+        params.check_id(ct.param_id())?;
+        if ct.level() != level
+            || ct.size() != 2
+            || ct
+                .polys()
+                .iter()
+                .any(|p| p.num_limbs() != basis.moduli().len())
+        {
+            return Ok(eval.linear_combination_integer(cts, ks)?);
+        }
+    }
+    const MASK: u32 = (1 << 30) - 1;
+    let mut polys = vec![
+        sphinx_math::Poly::zero(basis),
+        sphinx_math::Poly::zero(basis),
+    ];
+    let mut acc = vec![0u64; 4 * n];
+    for (i, m) in basis.moduli().iter().enumerate() {
+        let two30 = m.reduce(1 << 30);
+        for (part, out) in polys.iter_mut().enumerate() {
+            acc.fill(0);
+            let (pos, neg) = acc.split_at_mut(2 * n);
+            for (ct, &k) in cts.iter().zip(ks) {
+                if k == 0 {
+                    continue;
+                }
+                let (lo, hi) = if k > 0 {
+                    pos.split_at_mut(n)
+                } else {
+                    neg.split_at_mut(n)
+                };
+                let w = u64::from(k.unsigned_abs() as u32);
+                for ((l, h), &c) in lo
+                    .iter_mut()
+                    .zip(hi.iter_mut())
+                    .zip(ct.polys()[part].limb(i))
+                {
+                    *l += w * u64::from(c as u32 & MASK);
+                    *h += w * u64::from((c >> 30) as u32);
+                }
+            }
+            let (lo_p, hi_p) = pos.split_at(n);
+            let (lo_n, hi_n) = neg.split_at(n);
+            for (k, x) in out.limb_mut(i).iter_mut().enumerate() {
+                let hi = m.sub(m.reduce(hi_p[k]), m.reduce(hi_n[k]));
+                let lo = m.sub(m.reduce(lo_p[k]), m.reduce(lo_n[k]));
+                *x = m.add(m.mul(hi, two30), lo);
+            }
+        }
+    }
+    Ok(Ciphertext::from_parts(params, polys, level, first.scale())?)
+}
+
 /// Server-side state of one preprocessing round.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Round {
@@ -514,7 +584,7 @@ impl InferenceServer {
                     refs.push(inputs[0]);
                     ks.push(0);
                 }
-                let wr = eval.linear_combination_integer(&refs, &ks)?;
+                let wr = small_combination(eval, &refs, &ks)?;
                 let masked = bfv.sub_plain(&wr, &bfv.encode(s)?)?;
                 let mut rng: rand_chacha::ChaCha20Rng = rand::SeedableRng::from_seed(seed);
                 Ok(bfv.flood(pk, &masked, &mut rng)?)

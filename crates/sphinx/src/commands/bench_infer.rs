@@ -68,6 +68,11 @@ struct Row {
     preprocessing_bytes: f64,
     /// Online bytes per query, both directions.
     online_bytes: f64,
+    /// Process CPU seconds per query before the input is known (all threads; on a busy
+    /// machine wall time overstates the cost, CPU time does not).
+    preprocessing_cpu_s: Option<f64>,
+    /// Process CPU seconds per query online (all threads).
+    online_cpu_s: Option<f64>,
     /// Test accuracy (percent) of the private path; `null` where it was not run end to end.
     accuracy_private: Option<f64>,
     /// Test accuracy (percent) of the plaintext model on the same queries.
@@ -123,6 +128,12 @@ fn progress(len: u64, unit: &str) -> ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+/// CPU time of this process so far (all threads), in seconds.
+fn process_cpu() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
 fn argmax(v: &[f32]) -> usize {
@@ -240,11 +251,14 @@ pub fn run(args: &BenchInferArgs) -> anyhow::Result<ExitCode> {
         params.n()
     );
     let bar = progress(outputs, "output ciphertexts");
+    let cpu = process_cpu();
     session
         .preprocess_with(k, &mut |n| bar.inc(n as u64))
         .context("Sphinx preprocessing")?;
     bar.finish_and_clear();
+    let pre_cpu = process_cpu() - cpu;
     let bar = progress(k as u64, "private queries");
+    let cpu = process_cpu();
     let mut private_pred = Vec::with_capacity(k);
     let (mut max_err, mut agree) = (0f64, 0usize);
     for (i, row) in inputs.rows().into_iter().enumerate() {
@@ -259,6 +273,7 @@ pub fn run(args: &BenchInferArgs) -> anyhow::Result<ExitCode> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let online_cpu = process_cpu() - cpu;
     let traffic = session.traffic();
     let kf = k as f64;
     let pre_bytes = traffic.preprocessing_bytes();
@@ -271,6 +286,8 @@ pub fn run(args: &BenchInferArgs) -> anyhow::Result<ExitCode> {
         online_s: session.online_time().as_secs_f64() / kf,
         preprocessing_bytes: pre_bytes as f64 / kf,
         online_bytes: traffic.online_bytes() as f64 / kf,
+        preprocessing_cpu_s: Some(pre_cpu / kf),
+        online_cpu_s: Some(online_cpu / kf),
         accuracy_private: Some(pct(&private_pred)),
         accuracy_plaintext,
         method: "measured end to end in-process: one BFV preprocessing round for all queries, then each query alone",
@@ -299,11 +316,13 @@ pub fn run(args: &BenchInferArgs) -> anyhow::Result<ExitCode> {
     eprintln!("Sphinx-FP: CKKS forward pass, N = 4096");
     let bar = progress(k as u64, "Sphinx-FP queries");
     let mut rng = ChaCha20Rng::seed_from_u64(args.seed.wrapping_add(3));
+    let cpu = process_cpu();
     let fp = sphinx_fp(&model, inputs, &mut rng, &|done| {
         bar.set_position(done as u64)
     })
     .context("Sphinx-FP")?;
     bar.finish_and_clear();
+    let fp_cpu = process_cpu() - cpu;
     let fp_pred: Vec<usize> = fp
         .logits
         .rows()
@@ -316,6 +335,13 @@ pub fn run(args: &BenchInferArgs) -> anyhow::Result<ExitCode> {
         online_s: fp.online_s / kf,
         preprocessing_bytes: fp.preprocessing_bytes as f64 / kf,
         online_bytes: fp.online_bytes as f64 / kf,
+        // The run's CPU time split in the proportion of its wall times.
+        preprocessing_cpu_s: Some(
+            fp_cpu * fp.preprocessing_s / (fp.preprocessing_s + fp.online_s).max(1e-9) / kf,
+        ),
+        online_cpu_s: Some(
+            fp_cpu * fp.online_s / (fp.preprocessing_s + fp.online_s).max(1e-9) / kf,
+        ),
         accuracy_private: Some(pct(&fp_pred)),
         accuracy_plaintext,
         method: "measured end to end in-process: training's CKKS forward pass, queries packed in slots, client-precomputed encryptions of zero",
@@ -334,6 +360,8 @@ pub fn run(args: &BenchInferArgs) -> anyhow::Result<ExitCode> {
         online_s: pure.seconds_per_batch() * batches / kf,
         preprocessing_bytes: 0.0,
         online_bytes: pure.online_bytes_per_batch as f64 * batches / kf,
+        preprocessing_cpu_s: None,
+        online_cpu_s: None,
         accuracy_private: None,
         accuracy_plaintext,
         method: "extrapolated: exact ciphertext x ciphertext product and relinearize+rescale counts x measured unit costs (N = 16384), queries packed in slots; not run end to end",
@@ -409,6 +437,14 @@ fn print_markdown(r: &Report) {
     println!();
     for row in &r.rows {
         println!("- {}: {}", row.framework, row.method);
+    }
+    for row in &r.rows {
+        if let (Some(p), Some(o)) = (row.preprocessing_cpu_s, row.online_cpu_s) {
+            println!(
+                "- {} CPU time per query (all threads): preprocessing {p:.4} s, online {o:.5} s",
+                row.framework
+            );
+        }
     }
     println!(
         "- Sphinx: one round of {:.1} s and {:.1} MB for {} queries; max |logit - plaintext| = {:.2e}, argmax agreement {:.2}%",
