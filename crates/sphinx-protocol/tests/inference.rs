@@ -119,6 +119,7 @@ fn check_exact(spec: ModelSpec, queries: usize) {
         }
     }
     assert_eq!(s.client().fresh_queries(), 0);
+    assert_eq!(s.server().rounds(), 0, "a used-up round is dropped");
     assert!(matches!(
         s.query(test.images.row(0).as_slice().unwrap()),
         Err(ProtocolError::MasksExhausted)

@@ -624,6 +624,13 @@ impl InferenceClient {
         let a = apply_nonlinear(&l.after, z)?;
         if layer + 1 == self.layers.len() {
             self.inflight.remove(&(v.round, v.query));
+            let round = &self.rounds[idx];
+            let busy = self.inflight.keys().any(|&(r, _)| r == v.round)
+                || self.job.as_ref().is_some_and(|j| j.round == v.round);
+            if round.next_query == round.queries && !busy {
+                // Every slot is burned: the shares are dead weight.
+                self.rounds.remove(idx);
+            }
             self.results.push_back(QueryResult {
                 round: v.round,
                 query: v.query,

@@ -271,6 +271,10 @@ fn unexpected(got: InferenceKind, expected: &'static str) -> ProtocolError {
     ProtocolError::UnexpectedInference { got, expected }
 }
 
+/// Rounds a server keeps at once (a round whose every query went through every layer is
+/// dropped); bounds the state a client can make the server hold.
+pub const MAX_ROUNDS: usize = 64;
+
 /// Magic of a server snapshot.
 const SNAPSHOT_MAGIC: [u8; 4] = *b"SPXS";
 const SNAPSHOT_VERSION: u16 = 1;
@@ -439,6 +443,12 @@ impl InferenceServer {
                 return Err(invalid(kind, "a refresh must keep the round's query count"));
             }
             Some(_) => {}
+            None if self.rounds.len() >= MAX_ROUNDS => {
+                return Err(invalid(
+                    kind,
+                    format!("{MAX_ROUNDS} rounds are open already"),
+                ));
+            }
             None => {
                 let mut seed = [0u8; 32];
                 self.rng.fill_bytes(&mut seed);
@@ -666,6 +676,12 @@ impl InferenceServer {
         Prf::new(key).fill(stream_of(0, q), 0, p, &mut s);
         let values = l.online(&v.values, &s, p);
         round.progress[q] += 1;
+        let n_layers = self.layers.len();
+        if round.progress.iter().all(|&g| usize::from(g) == n_layers)
+            && self.job.as_ref().is_none_or(|j| j.round != v.round)
+        {
+            self.rounds.remove(&v.round);
+        }
         Ok(InferenceServerMessage::OnlineOutput(OnlineValues {
             values,
             ..v
@@ -757,6 +773,9 @@ impl InferenceServer {
             }
         }
         let n_rounds = c.count(44)?;
+        if n_rounds > MAX_ROUNDS {
+            return Err(bad("too many rounds"));
+        }
         for _ in 0..n_rounds {
             let id = c.u64()?;
             let seed = c.array::<32>()?;
