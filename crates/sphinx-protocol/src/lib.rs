@@ -13,6 +13,8 @@
 //!   these messages between `sphinx-client` and `sphinx-server`; [`client_state`]:
 //!   snapshots that let a restarted client resume training exactly.
 //! - [`pure_he`]: the Pure-HE baseline's operation counts and measured unit costs.
+//! - [`inference`]: private inference (preprocessing, online phase, refresh) and its
+//!   baselines.
 //!
 //! One step, with batch-axis packing (slot `j` of every ciphertext holds sample `j`):
 //! 1. the client checks its budget, draws a Poisson batch and sends `[x]`;
@@ -63,6 +65,7 @@ pub mod accounting;
 pub mod client;
 pub mod client_state;
 pub mod error;
+pub mod inference;
 pub mod messages;
 pub mod params;
 pub mod plan;

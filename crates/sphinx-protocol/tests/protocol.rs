@@ -46,6 +46,14 @@ const SERVER_SIDE: [(&str, &str); 7] = [
     ("plan.rs", include_str!("../src/plan.rs")),
     ("accounting.rs", include_str!("../src/accounting.rs")),
     ("error.rs", include_str!("../src/error.rs")),
+    (
+        "inference/server.rs",
+        include_str!("../src/inference/server.rs"),
+    ),
+    (
+        "inference/messages.rs",
+        include_str!("../src/inference/messages.rs"),
+    ),
 ];
 
 #[test]

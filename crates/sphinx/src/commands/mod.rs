@@ -3,6 +3,7 @@
 
 pub mod baseline;
 pub mod bench;
+pub mod bench_infer;
 pub mod bench_train;
 pub mod client;
 pub mod demo;
