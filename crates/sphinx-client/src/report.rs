@@ -200,42 +200,46 @@ pub fn line_plot(
 pub fn confusion_plot(path: &Path, title: &str, m: &[Vec<u64>]) -> Result<()> {
     let n = m.len().max(1);
     let max = m.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let top = n as f64 - 0.5;
     render(path, (640, 640), |root| {
+        // Integer coordinates are cell centres; class 0 is the top row, as a matrix reads.
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 22))
             .margin(16)
             .x_label_area_size(44)
             .y_label_area_size(52)
-            .build_cartesian_2d(0..n, 0..n)
+            .build_cartesian_2d(-0.5..top, -0.5..top)
             .map_err(plot_err)?;
+        let class = |v: f64| v.round() as usize;
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_desc("predicted")
-            .y_desc("true")
+            .x_desc("predicted class")
+            .y_desc("true class")
             .x_labels(n)
             .y_labels(n)
+            .x_label_formatter(&|v| class(*v).to_string())
+            .y_label_formatter(&|v| (n - 1).saturating_sub(class(*v)).to_string())
             .label_style(("sans-serif", 15))
             .draw()
             .map_err(plot_err)?;
         for (i, row) in m.iter().enumerate() {
-            // Class 0 at the top, as a matrix is read.
-            let y = n - 1 - i;
+            let y = (n - 1 - i) as f64;
             for (j, &c) in row.iter().enumerate() {
+                let x = j as f64;
                 let t = (c as f64 / max).sqrt();
                 let shade = (255.0 * (1.0 - t)) as u8;
-                let fill = RGBColor(shade, shade, 255);
                 chart
                     .draw_series(std::iter::once(Rectangle::new(
-                        [(j, y), (j + 1, y + 1)],
-                        fill.filled(),
+                        [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
+                        RGBColor(shade, shade, 255).filled(),
                     )))
                     .map_err(plot_err)?;
                 let text_color = if t > 0.6 { WHITE } else { BLACK };
                 chart
                     .draw_series(std::iter::once(Text::new(
                         c.to_string(),
-                        (j, y + 1),
+                        (x - 0.3, y + 0.2),
                         ("sans-serif", 14).into_font().color(&text_color),
                     )))
                     .map_err(plot_err)?;

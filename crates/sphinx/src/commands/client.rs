@@ -14,11 +14,11 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::RngCore;
 use serde::Serialize;
+use sphinx_client::ClientError;
 use sphinx_client::connection::{Connection, parse_fingerprint};
 use sphinx_client::data;
 use sphinx_client::remote::{RemoteTrainer, dp_event};
 use sphinx_client::store::{ClientDir, ModelRecord, ModelSecrets, Profile};
-use sphinx_client::ClientError;
 use sphinx_dp::{Delta, Epsilon, RdpAccountant, SampleRate, calibrate_noise};
 use sphinx_protocol::ProtocolError;
 use sphinx_protocol::wire::{AccountName, Token};
@@ -67,7 +67,12 @@ pub struct InitArgs {
     pub account: String,
     /// The account's token (from `sphinx server add-account`); read from the environment
     /// variable SPHINX_TOKEN when not given, so it stays out of shell history.
-    #[arg(long, env = "SPHINX_TOKEN", hide_env_values = true, conflicts_with = "register")]
+    #[arg(
+        long,
+        env = "SPHINX_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "register"
+    )]
     pub token: Option<String>,
     /// Create the account on the server (servers started with --open-registration).
     #[arg(long)]
@@ -78,7 +83,7 @@ pub struct InitArgs {
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     #[command(flatten)]
-    dir: DirArg,
+    pub dir: DirArg,
     /// Local name of the model; an existing one resumes.
     #[arg(long, default_value = "default")]
     pub name: String,
@@ -92,7 +97,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub train_subset: Option<usize>,
     /// Epochs: the plan is round(epochs / q) Poisson steps.
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(long, default_value_t = 6.0)]
     pub epochs: f64,
     /// Expected (Poisson) batch size B; q = B / N.
     #[arg(long, default_value_t = 512)]
@@ -179,15 +184,17 @@ fn init(a: &InitArgs) -> anyhow::Result<ExitCode> {
     let mut conn = Connection::connect(&a.server, &fingerprint)
         .with_context(|| format!("connecting to {}", a.server))?;
     let token = if a.register {
+        // A successful registration authenticates the connection.
         conn.register(&account)?
     } else {
         let Some(hex) = &a.token else {
             bail!("give the account's token with --token or SPHINX_TOKEN, or --register");
         };
-        Token::from_hex(hex)?
+        let token = Token::from_hex(hex)?;
+        conn.auth(&account, &token)
+            .context("authenticating with the given account and token")?;
+        token
     };
-    conn.auth(&account, &token)
-        .context("authenticating with the given account and token")?;
     let profile = Profile {
         server: a.server.clone(),
         fingerprint,
@@ -273,7 +280,11 @@ pub fn plan_record(a: &TrainArgs) -> anyhow::Result<(ModelRecord, sphinx_nn::dat
 }
 
 /// Opens the model named in `a` (resuming) or creates it on the server.
-pub fn open_or_create(dir: ClientDir, conn: Connection, a: &TrainArgs) -> anyhow::Result<RemoteTrainer> {
+pub fn open_or_create(
+    dir: ClientDir,
+    conn: Connection,
+    a: &TrainArgs,
+) -> anyhow::Result<RemoteTrainer> {
     if dir.has_model(&a.name) {
         let record = dir.record(&a.name)?;
         let train = training_data(&record)?;
@@ -301,7 +312,11 @@ fn bar(len: u64, pos: u64) -> ProgressBar {
 
 /// Runs steps until the plan is done, `max_steps` were taken, or the budget refuses.
 /// Returns whether the budget stopped it.
-pub fn run_steps(trainer: &mut RemoteTrainer, max_steps: Option<u64>, quiet: bool) -> anyhow::Result<bool> {
+pub fn run_steps(
+    trainer: &mut RemoteTrainer,
+    max_steps: Option<u64>,
+    quiet: bool,
+) -> anyhow::Result<bool> {
     let total = trainer.record().total_steps;
     let bar = bar(total, trainer.step());
     if quiet {
@@ -486,8 +501,14 @@ fn budget(a: &BudgetArgs) -> anyhow::Result<ExitCode> {
                     ("ε budget", format!("{}", report.epsilon_budget)),
                     ("ε left", format!("{:.4}", report.epsilon_left)),
                     ("δ", format!("{:e}", report.delta)),
-                    ("steps done / planned", format!("{} / {}", report.steps, report.planned_steps)),
-                    ("further steps the budget allows", report.steps_left.to_string()),
+                    (
+                        "steps done / planned",
+                        format!("{} / {}", report.steps, report.planned_steps)
+                    ),
+                    (
+                        "further steps the budget allows",
+                        report.steps_left.to_string()
+                    ),
                 ],
             )
         );
