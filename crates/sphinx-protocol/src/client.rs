@@ -24,6 +24,9 @@ use crate::messages::{
 };
 use crate::plan::LayerPlan;
 
+mod rewind;
+pub use rewind::StepMark;
+
 /// Standard deviations above the expected batch size that a slot block leaves room for:
 /// a Poisson batch beyond `q·N + 6·√(q·N) + 8` is refused (probability below 10⁻⁸).
 const BLOCK_SIGMAS: f64 = 6.0;
@@ -226,6 +229,18 @@ impl Client {
     #[must_use]
     pub fn step(&self) -> u64 {
         self.step
+    }
+
+    /// The state that [`crate::client_state`] snapshots and restores.
+    pub(crate) fn resumable(&mut self) -> crate::client_state::Resumable<'_> {
+        crate::client_state::Resumable {
+            step: &mut self.step,
+            rng: &mut self.rng,
+            agg: &mut self.agg,
+            ledger: &mut self.ledger,
+            last: &mut self.last,
+            in_step: self.state.is_some(),
+        }
     }
 
     /// Starts a step: refuses if one more step would exceed the budget, then draws a

@@ -1,5 +1,6 @@
 //! The error type of `sphinx-protocol`.
 
+use crate::inference::messages::InferenceKind;
 use crate::messages::MessageKind;
 
 /// Everything that can go wrong in a protocol run.
@@ -49,12 +50,64 @@ pub enum ProtocolError {
     /// trailing data, bad counts).
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// A network frame's length prefix exceeds the receiver's limit (checked before
+    /// anything is allocated; see [`crate::wire`]).
+    #[error("frame of {len} bytes exceeds the limit of {limit}")]
+    FrameTooLarge {
+        /// The announced body length.
+        len: u64,
+        /// The receiver's limit.
+        limit: usize,
+    },
     /// An embedded HE object failed `sphinx-he`'s validating decoder.
     #[error(transparent)]
     Decode(#[from] sphinx_he::DecodeError),
     /// The model cannot run in this protocol (e.g. no parameterized layer).
     #[error("unsupported model: {0}")]
     UnsupportedModel(String),
+    /// An inference message arrived that the receiver's state does not expect.
+    #[error("unexpected {got:?} message: expected {expected}")]
+    UnexpectedInference {
+        /// What arrived.
+        got: InferenceKind,
+        /// What the state machine waits for.
+        expected: &'static str,
+    },
+    /// An inference message's content does not fit the session.
+    #[error("invalid {kind:?} message: {reason}")]
+    InvalidInference {
+        /// The message type.
+        kind: InferenceKind,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Preprocessed inference material was computed for weights that have since changed:
+    /// the listed layers of the round must be refreshed (nothing was consumed by the
+    /// server; the client's mask slot is burned).
+    #[error(
+        "preprocessing round {round} is stale for layers {layers:?} (model version {model_version})"
+    )]
+    StaleModel {
+        /// The preprocessing round.
+        round: u64,
+        /// Parameterized layers whose material is stale or missing.
+        layers: Vec<usize>,
+        /// The server's current model version.
+        model_version: u64,
+    },
+    /// A one-time inference mask was offered for a second use (or out of order).
+    #[error("mask of round {round}, query {query}, layer {layer} already used or out of order")]
+    MaskReused {
+        /// The preprocessing round.
+        round: u64,
+        /// The query slot.
+        query: u32,
+        /// The parameterized layer.
+        layer: usize,
+    },
+    /// No fresh preprocessed masks are left: run another preprocessing round.
+    #[error("no fresh preprocessed masks left; run preprocessing")]
+    MasksExhausted,
 }
 
 /// `Result` with [`ProtocolError`].

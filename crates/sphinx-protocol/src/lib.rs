@@ -9,8 +9,12 @@
 //!   per message type and direction, wall time per phase.
 //! - [`plan`]: the public gather structure of linear and convolutional layers.
 //! - [`reference::ReferenceTrainer`]: the same DP-SGD in plaintext, for exactness tests.
-//! - [`session::Session`]: an in-process driver.
+//! - [`session::Session`]: an in-process driver; [`wire`]: the network frames that carry
+//!   these messages between `sphinx-client` and `sphinx-server`; [`client_state`]:
+//!   snapshots that let a restarted client resume training exactly.
 //! - [`pure_he`]: the Pure-HE baseline's operation counts and measured unit costs.
+//! - [`inference`]: private inference (preprocessing, online phase, refresh) and its
+//!   baselines.
 //!
 //! One step, with batch-axis packing (slot `j` of every ciphertext holds sample `j`):
 //! 1. the client checks its budget, draws a Poisson batch and sends `[x]`;
@@ -59,7 +63,9 @@
 
 pub mod accounting;
 pub mod client;
+pub mod client_state;
 pub mod error;
+pub mod inference;
 pub mod messages;
 pub mod params;
 pub mod plan;
@@ -67,5 +73,6 @@ pub mod pure_he;
 pub mod reference;
 pub mod server;
 pub mod session;
+pub mod wire;
 
 pub use error::{ProtocolError, Result};

@@ -25,6 +25,9 @@ use crate::messages::{
 };
 use crate::plan::LayerPlan;
 
+mod state;
+pub use state::{STATE_MAGIC, STATE_VERSION};
+
 /// Per-sample weight gradients per [`WeightGradients`] message: bounds the server's memory
 /// for results in flight.
 pub const GRADIENT_CHUNK: usize = 256;

@@ -38,12 +38,22 @@ fn check_rejections(bytes: &[u8], decode: impl Fn(&[u8], usize) -> sphinx_protoc
 }
 
 /// Modules the server role is built from.
-const SERVER_SIDE: [(&str, &str); 5] = [
+const SERVER_SIDE: [(&str, &str); 9] = [
     ("server.rs", include_str!("../src/server.rs")),
+    ("server/state.rs", include_str!("../src/server/state.rs")),
+    ("wire.rs", include_str!("../src/wire.rs")),
     ("messages.rs", include_str!("../src/messages.rs")),
     ("plan.rs", include_str!("../src/plan.rs")),
     ("accounting.rs", include_str!("../src/accounting.rs")),
     ("error.rs", include_str!("../src/error.rs")),
+    (
+        "inference/server.rs",
+        include_str!("../src/inference/server.rs"),
+    ),
+    (
+        "inference/messages.rs",
+        include_str!("../src/inference/messages.rs"),
+    ),
 ];
 
 #[test]

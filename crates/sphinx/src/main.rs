@@ -30,6 +30,14 @@ enum Command {
     /// Plaintext reference training (no encryption): plaintext and DP-SGD.
     #[command(subcommand)]
     Baseline(commands::baseline::BaselineCommand),
+    /// The cloud service: TLS, accounts, persistent resumable training.
+    Server(commands::server::ServerCommand),
+    /// The data owner's side: init, train, export, budget.
+    #[command(subcommand)]
+    Client(commands::client::ClientCommand),
+    /// The whole story on one machine: a TLS server on loopback, private DP training on
+    /// the bundled MNIST sample, private inference, a report.
+    Demo(Box<commands::demo::DemoArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +47,9 @@ fn main() -> std::process::ExitCode {
         Command::Privacy(cmd) => commands::privacy::run(cmd),
         Command::Bench(cmd) => commands::bench::run(cmd),
         Command::Baseline(cmd) => commands::baseline::run(cmd),
+        Command::Server(cmd) => commands::server::run(cmd),
+        Command::Client(cmd) => commands::client::run(cmd),
+        Command::Demo(args) => commands::demo::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -31,6 +31,8 @@ pub enum BenchCommand {
     Ckks(CkksArgs),
     /// Time one Sphinx private-training step per phase, bytes per image, and Pure-HE.
     Train(super::bench_train::BenchTrainArgs),
+    /// Table V: private inference (Sphinx, Sphinx-FP, Pure-HE) per query, with accuracy.
+    Infer(super::bench_infer::BenchInferArgs),
 }
 
 /// Arguments of `sphinx bench ckks`.
@@ -203,6 +205,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Ckks(args) => run_ckks(&args),
         BenchCommand::Train(args) => super::bench_train::run(&args),
+        BenchCommand::Infer(args) => super::bench_infer::run(&args),
     }
 }
 

@@ -3,7 +3,11 @@
 
 pub mod baseline;
 pub mod bench;
+pub mod bench_infer;
 pub mod bench_train;
+pub mod client;
+pub mod demo;
 pub mod params;
 pub mod privacy;
 pub mod private_train;
+pub mod server;

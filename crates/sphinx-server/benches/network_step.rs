@@ -1,0 +1,100 @@
+//! One private training step in process (`Session`) against the same step over loopback
+//! TLS through `sphinx-server` (frames, TLS, SQLite commit included): mlp-30 on the bundled
+//! MNIST sample, expected batch 64, the configuration of `sphinx bench train` in
+//! docs/benchmarks.md.
+//!
+//! `cargo bench -p sphinx-server --bench network_step`
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use sphinx_dp::{
+    ClipNorm, Delta, DpSgdAggregator, DpSgdConfig, Epsilon, NoiseMultiplier, PrivacyBudget,
+    SampleRate,
+};
+use sphinx_nn::data::bundled_mnist_sample;
+use sphinx_nn::model::Model;
+use sphinx_nn::presets::Preset;
+use sphinx_protocol::client::{Client, ClientConfig};
+use sphinx_protocol::messages::ClientMessage;
+use sphinx_protocol::session::Session;
+use sphinx_protocol::wire::AccountName;
+use sphinx_server::testing::Connection;
+use sphinx_server::{ServerConfig, ServerHandle};
+
+const BATCH: f64 = 64.0;
+
+fn client(seed: u64) -> (Client, ClientMessage) {
+    let spec = "mlp-30".parse::<Preset>().unwrap().spec();
+    let train = bundled_mnist_sample().unwrap().train;
+    let n = train.len();
+    let weights: usize = Model::zeros(spec.clone())
+        .unwrap()
+        .param_layers()
+        .map(|p| p.weight().len())
+        .sum();
+    let dp = DpSgdConfig {
+        clip_norm: ClipNorm::new(1.0).unwrap(),
+        noise_multiplier: NoiseMultiplier::new(1.0).unwrap(),
+        sample_rate: SampleRate::new(BATCH / n as f64).unwrap(),
+        dataset_size: n,
+    };
+    let params = sphinx_protocol::params::build_training_parameters().unwrap();
+    Client::new(
+        params,
+        spec,
+        train,
+        DpSgdAggregator::seeded(weights, dp, seed).unwrap(),
+        ClientConfig {
+            learning_rate: 0.1,
+            init_seed: seed,
+            bias_init: 0.01,
+            // Timing only: a budget the run cannot reach.
+            budget: PrivacyBudget {
+                epsilon: Epsilon::new(1e6).unwrap(),
+                delta: Delta::new(1e-5).unwrap(),
+            },
+        },
+        ChaCha20Rng::seed_from_u64(seed + 1),
+    )
+    .unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("training_step_mlp30_batch64");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(3))
+        .measurement_time(Duration::from_secs(30));
+
+    let (cl, setup) = client(1);
+    let mut session = Session::new(cl, setup, &mut ChaCha20Rng::seed_from_u64(2)).unwrap();
+    group.bench_function("in_process", |b| b.iter(|| session.run_step().unwrap()));
+    drop(session);
+
+    let dir = tempfile::tempdir().unwrap();
+    let name = AccountName::new("bench").unwrap();
+    let token = sphinx_server::add_account(dir.path(), &name).unwrap();
+    let server = ServerHandle::spawn(ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().to_path_buf(),
+    ))
+    .unwrap();
+    let params = sphinx_protocol::params::build_training_parameters().unwrap();
+    let (mut cl, setup) = client(1);
+    let mut conn = Connection::connect(server.addr(), server.fingerprint()).unwrap();
+    conn.auth(&name, &token).unwrap();
+    let model = conn.create_model(&setup, &params).unwrap();
+    group.bench_function("loopback_tls", |b| {
+        b.iter(|| conn.train_step(model, &mut cl, &params).unwrap())
+    });
+    group.finish();
+    drop(conn);
+    server.shutdown().unwrap();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,210 @@
+//! `sphinx client` against a real `sphinx server` child process over loopback TLS:
+//! init with a pinned certificate, train a few steps, resume, budget, export, budget
+//! refusal, a wrong pin.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+fn sphinx(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sphinx"))
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .env_remove("SPHINX_TOKEN")
+        .env_remove("SPHINX_CLIENT_DIR")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `sphinx server` on a free port; returns it with its address and fingerprint.
+fn start(data: &Path) -> (Server, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sphinx"))
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut addr, mut fingerprint) = (None, None);
+    while fingerprint.is_none() {
+        let line = lines.next().expect("server output").unwrap();
+        if let Some(a) = line.strip_prefix("sphinx server listening on ") {
+            addr = Some(a.to_owned());
+        }
+        if let Some(f) = line.strip_prefix("certificate fingerprint (sha256): ") {
+            fingerprint = Some(f.to_owned());
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    (Server(child), addr.unwrap(), fingerprint.unwrap())
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+const TRAIN: &[&str] = &[
+    "client",
+    "train",
+    "--name",
+    "m",
+    "--train-subset",
+    "256",
+    "--batch-size",
+    "64",
+    "--epochs",
+    "2",
+    "--insecure-seed",
+    "5",
+];
+
+#[test]
+fn init_train_resume_budget_export_and_refusal_over_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let out = Command::new(env!("CARGO_BIN_EXE_sphinx"))
+        .args(["server", "add-account", "alice", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let token = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap()
+        .to_owned();
+    let (_server, addr, fp) = start(&data);
+    let dir = tmp.path().join("client");
+
+    // A wrong pin: the handshake fails and nothing is written.
+    let wrong = "00".repeat(32);
+    let o = sphinx(
+        &[
+            "client",
+            "init",
+            "--server",
+            &addr,
+            "--fingerprint",
+            &wrong,
+            "--account",
+            "alice",
+            "--token",
+            &token,
+        ],
+        &dir,
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("pinned fingerprint"), "{}", text(&o));
+    assert!(!dir.join("config.json").exists());
+
+    let o = sphinx(
+        &[
+            "client",
+            "init",
+            "--server",
+            &addr,
+            "--fingerprint",
+            &fp,
+            "--account",
+            "alice",
+            "--token",
+            &token,
+        ],
+        &dir,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(mode(&dir.join("token")), 0o600);
+    assert_eq!(mode(&dir), 0o700);
+
+    // Two steps, then one more: the second run resumes.
+    let mut args = TRAIN.to_vec();
+    args.extend(["--steps", "2"]);
+    let o = sphinx(&args, &dir);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(mode(&dir.join("models/m/secret.key")), 0o600);
+    let mut args = TRAIN.to_vec();
+    args.extend(["--steps", "1"]);
+    let o = sphinx(&args, &dir);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("step 2/8"), "{}", text(&o));
+
+    let o = sphinx(&["client", "budget", "--name", "m", "--json"], &dir);
+    assert!(o.status.success(), "{}", text(&o));
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(b["steps"], 3);
+    assert_eq!(b["planned_steps"], 8);
+    let spent = b["epsilon_spent"].as_f64().unwrap();
+    assert!(spent > 0.0 && spent < 8.0, "{b}");
+    assert!(b["steps_left"].as_u64().unwrap() >= 5, "{b}");
+
+    let export = tmp.path().join("export");
+    let o = sphinx(
+        &[
+            "client",
+            "export",
+            "--name",
+            "m",
+            "--out",
+            export.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let model = sphinx_nn::io::load_dir(&export).unwrap();
+    assert_eq!(model.num_params(), 6220);
+    assert!(
+        model
+            .param_layers()
+            .all(|p| p.bias().iter().all(|b| b.is_finite()))
+    );
+    assert!(export.join("preprocessing.json").is_file());
+
+    // A budget that one step would exceed: refused before anything is sent.
+    let o = sphinx(
+        &[
+            "client",
+            "train",
+            "--name",
+            "tight",
+            "--train-subset",
+            "256",
+            "--batch-size",
+            "64",
+            "--epsilon",
+            "0.5",
+            "--noise-multiplier",
+            "0.3",
+            "--insecure-seed",
+            "6",
+        ],
+        &dir,
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("would exceed"), "{}", text(&o));
+    let o = sphinx(&["client", "budget", "--name", "tight", "--json"], &dir);
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(b["steps"], 0);
+    assert_eq!(b["epsilon_spent"], 0.0);
+}

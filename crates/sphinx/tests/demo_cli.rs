@@ -1,0 +1,72 @@
+//! `sphinx demo` with a tiny configuration: the JSON keys and the report files.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+#[test]
+fn demo_writes_json_and_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tmp.path().join("report");
+    let json = tmp.path().join("demo.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_sphinx"))
+        .args([
+            "demo",
+            "--train-subset",
+            "512",
+            "--test-subset",
+            "40",
+            "--batch-size",
+            "64",
+            "--steps",
+            "2",
+            "--insecure-seed",
+            "3",
+            "--report",
+        ])
+        .arg(&report)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("held-out accuracy (private inference)"),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for key in [
+        "test_accuracy",
+        "epsilon",
+        "delta",
+        "train_seconds",
+        "bytes_up",
+        "bytes_down",
+        "online_latency_ms",
+    ] {
+        assert!(v[key].is_number(), "{key} missing in {v}");
+    }
+    let acc = v["test_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    let eps = v["epsilon"].as_f64().unwrap();
+    assert!(eps > 0.0 && eps <= 8.0, "{v}");
+    assert_eq!(v["delta"].as_f64().unwrap(), 1e-5);
+    assert!(v["bytes_up"].as_u64().unwrap() > 0 && v["bytes_down"].as_u64().unwrap() > 0);
+    for png in [
+        "training_loss_accuracy.png",
+        "training_epsilon.png",
+        "confusion_matrix.png",
+    ] {
+        let bytes = std::fs::read(report.join(png)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{png}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["steps"], 2);
+    assert_eq!(summary["test_examples"], 40);
+    assert!(report.join("model/model.safetensors").is_file());
+}
