@@ -197,6 +197,61 @@ fn masks_are_used_once() {
     ));
 }
 
+#[test]
+fn interrupted_preprocessing_is_completed_by_a_refresh() {
+    let spec = tiny_mlp();
+    let model = Model::new(spec.clone(), 13).unwrap();
+    let (mut client, setup) = InferenceClient::new(
+        toy_params(),
+        spec,
+        biases_of(&model),
+        FixedPoint::default(),
+        ChaCha20Rng::seed_from_u64(15),
+    )
+    .unwrap();
+    let InferenceClientMessage::Setup(setup) = setup else {
+        panic!("setup")
+    };
+    let mut server = InferenceServer::new(&model, *setup, ChaCha20Rng::seed_from_u64(16)).unwrap();
+    let drive = |client: &mut InferenceClient, server: &mut InferenceServer, first, stop_after| {
+        server.handle(first).unwrap();
+        let mut sent = 0;
+        while client.preprocessing() && sent < stop_after {
+            if let Some(m) = client.poll().unwrap() {
+                server.handle(m).unwrap();
+                sent += 1;
+            }
+            while let Some(r) = server.poll().unwrap() {
+                client.handle(r).unwrap();
+            }
+        }
+    };
+    for r in server
+        .handle(InferenceClientMessage::StatusRequest)
+        .unwrap()
+    {
+        client.handle(r).unwrap();
+    }
+    // Layer 0 (49 inputs: 2 chunks) completes, then the link drops.
+    let start = client.start_preprocessing(2).unwrap();
+    drive(&mut client, &mut server, start, 2);
+    assert!(client.preprocessing());
+    client.cancel_preprocessing();
+    server.cancel_preprocessing();
+    assert_eq!(client.fresh_queries(), 0);
+    assert!(matches!(
+        client.start_query(&[0.5; 784]),
+        Err(ProtocolError::MasksExhausted)
+    ));
+    let refresh = client.start_refresh().unwrap().unwrap();
+    let InferenceClientMessage::PreprocessStart(ref s) = refresh else {
+        panic!("start")
+    };
+    assert_eq!(s.layers, vec![1], "only the missing layer");
+    drive(&mut client, &mut server, refresh, usize::MAX);
+    assert_eq!(client.fresh_queries(), 2);
+}
+
 fn perturb_layer(model: &mut Model, param_layer: usize) {
     let idx = model.param_layer_indices()[param_layer];
     let p = model.layers_mut()[idx].as_param_mut().unwrap();

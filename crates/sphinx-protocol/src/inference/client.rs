@@ -301,6 +301,13 @@ impl InferenceClient {
         self.stale_layers(r).is_empty()
     }
 
+    /// Abandons the running preprocessing (e.g. the connection dropped; the server does the
+    /// same with [`super::InferenceServer::cancel_preprocessing`]). Layers already complete
+    /// stay; the rest of the round is redone by [`start_refresh`](Self::start_refresh).
+    pub fn cancel_preprocessing(&mut self) {
+        self.job = None;
+    }
+
     /// Opens a preprocessing round for `queries` future queries (at most the slot count
     /// `N`): returns the [`PreprocessStart`] message; then send what [`poll`](Self::poll)
     /// yields. The amortized cost per query is the round's cost over `queries`.

@@ -392,6 +392,12 @@ impl InferenceServer {
         Ok(changed)
     }
 
+    /// Abandons the running preprocessing (its inputs are dropped; layers already sent stay
+    /// valid, the rest of the round reads as missing until the client refreshes it).
+    pub fn cancel_preprocessing(&mut self) {
+        self.job = None;
+    }
+
     /// Handles one client message and returns the immediate replies; afterwards drain
     /// [`poll`](Self::poll). A rejected message leaves the state unchanged.
     ///
