@@ -781,21 +781,43 @@ fn step(
     let params = server.params().clone();
     let msg = ClientMessage::decode(&params, message, max)?;
     let before = server.step();
-    let send = |reply: ServerMessage| -> Result<()> {
-        let frame = Response::Training {
-            model,
-            message: reply.encode(&params)?,
+    let broken = || ServerError::Io(std::io::ErrorKind::BrokenPipe.into());
+    // Two stages: this thread computes the next reply while a second one encodes and
+    // frames the previous (single-threaded work that would otherwise stall the
+    // pipeline between gradient chunks).
+    let (enc_tx, enc_rx) = std::sync::mpsc::sync_channel::<ServerMessage>(1);
+    std::thread::scope(|scope| {
+        let params = &params;
+        let encoder = scope.spawn(move || -> Result<()> {
+            for reply in enc_rx {
+                let frame = Response::Training {
+                    model,
+                    message: reply.encode(params)?,
+                }
+                .to_frame(seq)?;
+                tx.blocking_send(frame).map_err(|_| broken())?;
+            }
+            Ok(())
+        });
+        let computed = (|| -> Result<()> {
+            for reply in server.handle(msg)? {
+                enc_tx.send(reply).map_err(|_| broken())?;
+            }
+            while let Some(reply) = server.poll()? {
+                enc_tx.send(reply).map_err(|_| broken())?;
+            }
+            Ok(())
+        })();
+        drop(enc_tx);
+        let encoded = encoder
+            .join()
+            .map_err(|_| ServerError::Internal("reply encoder panicked".into()))?;
+        // A failed send means the encoder failed first: its error is the cause.
+        match (computed, encoded) {
+            (_, Err(e)) | (Err(e), Ok(())) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
         }
-        .to_frame(seq)?;
-        tx.blocking_send(frame)
-            .map_err(|_| ServerError::Io(std::io::ErrorKind::BrokenPipe.into()))
-    };
-    for reply in server.handle(msg)? {
-        send(reply)?;
-    }
-    while let Some(reply) = server.poll()? {
-        send(reply)?;
-    }
+    })?;
     if server.step() > before {
         let state = server.snapshot()?;
         shared.with_store(|s| s.commit_step(account, model, before, server.step(), &state))?;
