@@ -565,6 +565,7 @@ impl Conn {
                 let (account, limits) = (self.account()?, shared.limits);
                 let model = blocking(move || {
                     let decoded = decode_setup(&setup, limits.max_frame)?;
+                    check_architecture(&decoded.model)?;
                     let architecture = serde_json::to_string(&decoded.model)
                         .map_err(|e| ServerError::Internal(e.to_string()))?;
                     let server = Server::new(decoded, &mut rand::rng())?;
@@ -758,6 +759,114 @@ impl Conn {
             }
         }
     }
+}
+
+/// Largest size parameter of a layer (kernel, stride, padding, channels, image side).
+pub const MAX_DIM: usize = 1 << 16;
+/// Largest number of scalars in any layer's input or output.
+pub const MAX_ACTIVATIONS: usize = 1 << 21;
+/// Largest number of weights of a model.
+pub const MAX_WEIGHTS: usize = 1 << 25;
+/// Largest number of biases (each is one ciphertext, about 130 KB in memory).
+pub const MAX_BIASES: usize = 1 << 13;
+/// Largest gather plan of a layer (output positions × patch).
+pub const MAX_GATHER: usize = 1 << 27;
+
+/// Refuses architectures whose server state would not fit the fixed bounds above, before
+/// anything is allocated for them: a hostile `Setup` must not exhaust the server's memory
+/// or overflow a size computation. (The paper's MNIST CNN: 784 inputs, 9216 activations,
+/// 28 k weights, 142 biases.)
+///
+/// # Errors
+/// [`ServerError::Limit`] naming the bound, [`ServerError::Protocol`] for a layer that does
+/// not fit its input.
+pub fn check_architecture(spec: &sphinx_nn::model::ModelSpec) -> Result<()> {
+    use sphinx_nn::layers::{LayerSpec, Shape};
+    let limit = |what: String| ServerError::Limit(what);
+    let check_shape = |s: Shape| -> Result<usize> {
+        let len = s
+            .channels
+            .checked_mul(s.height)
+            .and_then(|x| x.checked_mul(s.width));
+        match len {
+            Some(n) if s.channels.max(s.height).max(s.width) <= MAX_DIM && n <= MAX_ACTIVATIONS => {
+                Ok(n)
+            }
+            _ => Err(limit(format!(
+                "a layer shape {}×{}×{} exceeds {MAX_DIM} per side or {MAX_ACTIVATIONS} values",
+                s.channels, s.height, s.width
+            ))),
+        }
+    };
+    let mut cur = spec.input;
+    check_shape(cur)?;
+    let (mut weights, mut biases) = (0usize, 0usize);
+    for (i, layer) in spec.layers.iter().enumerate() {
+        let sizes = match *layer {
+            LayerSpec::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+            } => [in_channels, out_channels, kernel, stride, padding],
+            LayerSpec::Linear {
+                in_features,
+                out_features,
+            } => [in_features.min(MAX_DIM), out_features.min(MAX_DIM), 0, 0, 0],
+            LayerSpec::AvgPool2d { kernel, stride } => [kernel, stride, 0, 0, 0],
+            _ => [0; 5],
+        };
+        if sizes.iter().any(|&v| v > MAX_DIM) {
+            return Err(limit(format!(
+                "layer {i} has a size parameter over {MAX_DIM}"
+            )));
+        }
+        let next = layer
+            .output_shape(cur)
+            .map_err(|e| ServerError::Protocol(ProtocolError::Nn(e)))?;
+        let out_len = check_shape(next)?;
+        let (w, b, gather) = match *layer {
+            LayerSpec::Linear {
+                in_features,
+                out_features,
+            } => (
+                in_features.saturating_mul(out_features),
+                out_features,
+                in_features,
+            ),
+            LayerSpec::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                ..
+            } => {
+                let patch = in_channels.saturating_mul(kernel).saturating_mul(kernel);
+                let positions = out_len / out_channels.max(1);
+                (
+                    out_channels.saturating_mul(patch),
+                    out_channels,
+                    positions.saturating_mul(patch),
+                )
+            }
+            _ => (0, 0, 0),
+        };
+        if gather > MAX_GATHER {
+            return Err(limit(format!(
+                "layer {i} gathers over {MAX_GATHER} entries"
+            )));
+        }
+        weights = weights.saturating_add(w);
+        biases = biases.saturating_add(b);
+        cur = next;
+    }
+    if weights > MAX_WEIGHTS {
+        return Err(limit(format!("{weights} weights exceed {MAX_WEIGHTS}")));
+    }
+    if biases > MAX_BIASES {
+        return Err(limit(format!("{biases} biases exceed {MAX_BIASES}")));
+    }
+    Ok(())
 }
 
 fn restore(setup: &[u8], state: &[u8]) -> Result<Server> {
@@ -957,4 +1066,52 @@ async fn shutdown_signal() {
     }
     // Without a handler there is no signal to wait for; a failed one ends the server.
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sphinx_nn::layers::{LayerSpec, Shape};
+    use sphinx_nn::model::ModelSpec;
+    use sphinx_nn::presets::Preset;
+
+    #[test]
+    fn architecture_bounds_accept_the_presets_and_refuse_hostile_specs() {
+        for name in ["sphinx-mnist-cnn", "mlp-30"] {
+            check_architecture(&name.parse::<Preset>().unwrap().spec()).unwrap();
+        }
+        let linear = |i, o| ModelSpec {
+            input: Shape::flat(i),
+            layers: vec![LayerSpec::Linear {
+                in_features: i,
+                out_features: o,
+            }],
+        };
+        assert!(matches!(
+            check_architecture(&linear(1 << 20, 1 << 20)),
+            Err(ServerError::Limit(_))
+        ));
+        assert!(matches!(
+            check_architecture(&linear(usize::MAX, 2)),
+            Err(ServerError::Limit(_))
+        ));
+        // Too many biases (ciphertexts) even with few weights.
+        assert!(check_architecture(&linear(1, MAX_BIASES + 1)).is_err());
+        let conv = |padding, out_channels| ModelSpec {
+            input: Shape::image(1, 28, 28),
+            layers: vec![
+                LayerSpec::Conv2d {
+                    in_channels: 1,
+                    out_channels,
+                    kernel: 5,
+                    stride: 1,
+                    padding,
+                },
+                LayerSpec::Flatten,
+            ],
+        };
+        assert!(check_architecture(&conv(usize::MAX / 2, 4)).is_err());
+        assert!(check_architecture(&conv(0, 60_000)).is_err());
+        assert!(check_architecture(&conv(0, 4)).is_ok());
+    }
 }
