@@ -49,7 +49,8 @@
 //! `poll()`, then ends with `StepState { committed_step, .. }`. A step is committed (stored
 //! atomically) when the server has applied its `NoisyGradient`; a step interrupted before
 //! that (lost connection, server crash) is rolled back, and the client redoes it from
-//! `committed_step`.
+//! `committed_step`. An unfinished step lives only as long as its connection: to abandon
+//! one, reconnect.
 //!
 //! ```
 //! use sphinx_protocol::wire::{AccountName, FrameDecoder, ModelId, Request, Response, Token};
