@@ -10,6 +10,7 @@
 //! | `mlp-30-square` | 1×28×28 | FC 30 → Square → FC 10 | 23,860 |
 //! | `mlp-100-square` | 1×28×28 | FC 100 → Square → FC 10 | 79,510 |
 //! | `lenet5` | 1×28×28 | conv 5×5 6 pad 2 → ReLU → avgpool 2 → conv 5×5 16 → ReLU → avgpool 2 → FC 120 → ReLU → FC 84 → ReLU → FC 10 | 61,706 |
+//! | `scatternet-linear` | 1×28×28 | scattering J = 2, L = 8 (81×7×7) → group norm 27 → FC 10 | 39,700 |
 //!
 //! Convolutions have stride 1 and no padding unless stated; pooling windows are 2×2
 //! with stride 2; a Flatten precedes the first fully connected layer.
@@ -33,6 +34,15 @@
 //! - `lenet5` is LeCun et al.'s LeNet-5 layout (6 and 16 channels, FC 120-84-10, the first
 //!   convolution padded so 28×28 behaves like the original 32×32 input), with ReLU and
 //!   average pooling instead of the scaled tanh and trainable subsampling.
+//! - `scatternet-linear` is the "ScatterNet + linear" model of Tramèr & Boneh,
+//!   "Differentially private learning needs better features (or much more data)",
+//!   ICLR 2021: a fixed scattering transform ([`crate::layers::scatter`], 2 scales,
+//!   8 angles: 81 channels of 7×7), group normalization in 27 groups of 3 channels
+//!   (per sample, no learned scale, so it spends no privacy), and one linear layer. Only
+//!   the linear layer is trained, which is what makes it the strongest of our models
+//!   under DP-SGD (docs/benchmarks.md); `sphinx baseline train` computes the fixed
+//!   features once per run. In the encrypted protocol the transform would be the data
+//!   owner's (it precedes every trainable layer), and the server sees a linear model.
 
 use std::str::FromStr;
 
@@ -60,11 +70,13 @@ pub enum Preset {
     Mlp100Square,
     /// LeNet-5 (ReLU, average pooling).
     Lenet5,
+    /// Scattering features, group norm, linear classifier (Tramèr & Boneh 2021).
+    ScatternetLinear,
 }
 
 impl Preset {
     /// Every preset.
-    pub const ALL: [Preset; 8] = [
+    pub const ALL: [Preset; 9] = [
         Self::SphinxMnistCnn,
         Self::SphinxMnistCnnTanh,
         Self::SphinxCifar10Cnn,
@@ -73,10 +85,11 @@ impl Preset {
         Self::Mlp30Square,
         Self::Mlp100Square,
         Self::Lenet5,
+        Self::ScatternetLinear,
     ];
 
     /// Every preset's name, in [`Self::ALL`] order.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "sphinx-mnist-cnn",
         "sphinx-mnist-cnn-tanh",
         "sphinx-cifar10-cnn",
@@ -85,6 +98,7 @@ impl Preset {
         "mlp-30-square",
         "mlp-100-square",
         "lenet5",
+        "scatternet-linear",
     ];
 
     /// The preset's name.
@@ -98,6 +112,7 @@ impl Preset {
             Self::Mlp30Square => "mlp-30-square",
             Self::Mlp100Square => "mlp-100-square",
             Self::Lenet5 => "lenet5",
+            Self::ScatternetLinear => "scatternet-linear",
         }
     }
 
@@ -179,6 +194,18 @@ impl Preset {
                     fc(120, 84),
                     Relu,
                     fc(84, 10),
+                ],
+            ),
+            Self::ScatternetLinear => (
+                mnist,
+                vec![
+                    LayerSpec::Scattering {
+                        scales: 2,
+                        angles: 8,
+                    },
+                    LayerSpec::GroupNorm { groups: 27 },
+                    Flatten,
+                    fc(81 * 7 * 7, 10),
                 ],
             ),
         };
