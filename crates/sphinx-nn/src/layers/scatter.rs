@@ -325,7 +325,6 @@ impl Level {
 }
 
 /// Everything the transform precomputes for one input shape.
-#[derive(Debug)]
 struct Plan {
     scales: usize,
     angles: usize,
@@ -333,6 +332,17 @@ struct Plan {
     levels: Vec<Level>,
     /// Padding on each side at full resolution (`2^J`).
     pad: usize,
+}
+
+impl std::fmt::Debug for Plan {
+    // The filter tables are thousands of numbers: leave them out of model dumps.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("scales", &self.scales)
+            .field("angles", &self.angles)
+            .field("pad", &self.pad)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Alias sum of a spectrum of `h × w` down to `(h/f) × (w/f)` (divided by `norm`).
