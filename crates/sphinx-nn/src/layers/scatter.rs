@@ -345,8 +345,8 @@ impl std::fmt::Debug for Plan {
     }
 }
 
-/// Alias sum of a spectrum of `h × w` down to `(h/f) × (w/f)` (divided by `norm`).
-fn fold(src: &[f32], h: usize, w: usize, f: usize, norm: f32) -> Vec<f32> {
+/// Alias sum of a spectrum of `h × w` down to `(h/f) × (w/f)`.
+fn fold(src: &[f32], h: usize, w: usize, f: usize) -> Vec<f32> {
     let (hs, ws) = (h / f, w / f);
     let mut out = vec![0.0f32; hs * ws];
     for (y, row) in src.chunks_exact(w).enumerate() {
@@ -354,12 +354,12 @@ fn fold(src: &[f32], h: usize, w: usize, f: usize, norm: f32) -> Vec<f32> {
             out[(y % hs) * ws + x % ws] += v;
         }
     }
-    out.iter_mut().for_each(|v| *v /= norm);
     out
 }
 
-/// Real part of the 2-D FFT of a real-valued function sampled on the periodic `h × w`
-/// grid (summed over nearby periods so that wide envelopes wrap around correctly).
+/// The 2-D FFT of `f = (re, im)` sampled on the periodic `h × w` grid (summed over nearby
+/// periods so that wide envelopes wrap around correctly), for functions with
+/// `f(−u) = conj f(u)`, whose transform is real: only the real part is kept.
 fn spectrum(f: impl Fn(f64, f64) -> (f64, f64), level: &Level) -> Vec<f32> {
     let (h, w) = (level.h, level.w);
     let mut data = vec![Cpx::ZERO; h * w];
@@ -445,11 +445,11 @@ impl Plan {
         for r in 1..=scales {
             let mut level = level_at(r);
             let f = 1usize << r;
-            level.phi = fold(&base.phi, base.h, base.w, f, 1.0);
+            level.phi = fold(&base.phi, base.h, base.w, f);
             level.psi = base
                 .psi
                 .iter()
-                .map(|p| fold(p, base.h, base.w, f, 1.0))
+                .map(|p| fold(p, base.h, base.w, f))
                 .collect();
             levels.push(level);
         }
