@@ -6,10 +6,12 @@
 //!
 //! - [`layers`]: [`layers::Conv2d`] and [`layers::Linear`] (the affine
 //!   [`layers::ParamLayer`]s, with `W`, `b`, batch and per-sample gradients) and the
-//!   parameter-free [`layers::Nonlinear`]s (ReLU, Square, average pooling, flatten).
+//!   parameter-free [`layers::Nonlinear`]s (ReLU, tanh, Square, average pooling, flatten,
+//!   group normalization, and the fixed [`layers::scatter`] feature extractor).
 //!   Batches are `ndarray` matrices `(B, features)`; heavy loops run on rayon.
 //! - [`model::Model`]: a sequence of layers with traced forward, backward, summed and
-//!   per-sample gradients; [`presets::Preset`] names the architectures (table there);
+//!   per-sample gradients, and its split into a fixed [`model::FeatureMap`] front and a
+//!   trainable rest; [`presets::Preset`] names the architectures (table there);
 //!   [`io`] saves and loads models (safetensors + JSON architecture).
 //! - [`loss`]: softmax cross-entropy; [`optim::Sgd`]: SGD with momentum.
 //! - [`train`]: one plaintext SGD step and one DP-SGD step (Poisson batch, joint

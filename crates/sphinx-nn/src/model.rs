@@ -6,6 +6,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 use serde::{Deserialize, Serialize};
 
+use crate::data::Dataset;
 use crate::error::{NnError, Result, shape_err};
 use crate::layers::{Layer, LayerSpec, ParamGrads, ParamLayer, PerSampleGrads, Shape};
 use crate::loss::{LossOutput, softmax_cross_entropy};
@@ -32,6 +33,18 @@ impl ModelSpec {
             return Err(NnError::Architecture(
                 "a model needs an input and at least one layer".into(),
             ));
+        }
+        if let (Some(first_param), Some(last_fixed)) = (
+            self.layers.iter().position(LayerSpec::is_param),
+            self.layers
+                .iter()
+                .rposition(|l| matches!(l, LayerSpec::Scattering { .. })),
+        ) && last_fixed > first_param
+        {
+            return Err(NnError::Architecture(format!(
+                "layer {last_fixed}: scattering has no backward pass, so it must come \
+                 before every trainable layer"
+            )));
         }
         let mut shapes = vec![self.input];
         let mut cur = self.input;
@@ -145,6 +158,78 @@ impl Gradients {
     }
 }
 
+/// The leading parameter-free layers of a model: a fixed map from inputs to features,
+/// which training can apply to a dataset once instead of at every step.
+#[derive(Debug, Clone)]
+pub struct FeatureMap {
+    input: Shape,
+    output: Shape,
+    layers: Vec<Layer>,
+}
+
+impl FeatureMap {
+    /// Shape of one input sample.
+    pub fn input_shape(&self) -> Shape {
+        self.input
+    }
+
+    /// Shape of one feature vector.
+    pub fn output_shape(&self) -> Shape {
+        self.output
+    }
+
+    /// Whether the map has no layer (features are the inputs).
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// The layers.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// Features of a batch `(B, input_dim)`.
+    ///
+    /// # Errors
+    /// [`NnError::Shape`] if `input` does not have the input's number of columns.
+    pub fn apply(&self, input: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        let mut cur = input.to_owned();
+        for layer in &self.layers {
+            cur = layer.forward(cur.view())?;
+        }
+        Ok(cur)
+    }
+
+    /// The dataset with every image replaced by its features, computed in batches of
+    /// `batch` rows (bounding the memory of intermediate layers).
+    ///
+    /// # Errors
+    /// [`NnError::Shape`] if the dataset's images do not have the input shape.
+    pub fn apply_dataset(&self, data: &Dataset, batch: usize) -> Result<Dataset> {
+        if data.shape != self.input {
+            return Err(shape_err(
+                "FeatureMap::apply_dataset",
+                self.input,
+                data.shape,
+            ));
+        }
+        let mut images = Array2::zeros((data.len(), self.output.len()));
+        for (src, mut dst) in data
+            .images
+            .axis_chunks_iter(Axis(0), batch.max(1))
+            .zip(images.axis_chunks_iter_mut(Axis(0), batch.max(1)))
+        {
+            dst.assign(&self.apply(src)?);
+        }
+        Ok(Dataset {
+            images,
+            labels: data.labels.clone(),
+            shape: self.output,
+            num_classes: data.num_classes,
+        })
+    }
+}
+
 /// A sequential network: parameterized linear layers ([`ParamLayer`]) interleaved with
 /// parameter-free ones ([`crate::layers::Nonlinear`]).
 #[derive(Debug, Clone)]
@@ -214,6 +299,66 @@ impl Model {
             .map(|(l, &s)| Layer::from_spec(l, s))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { spec, layers })
+    }
+
+    /// Splits the model into its fixed front (the layers before the first trainable one,
+    /// see [`FeatureMap`]) and the rest, a model on the front's output. The parameters
+    /// are moved, not re-initialized; [`Self::join`] undoes the split.
+    ///
+    /// # Errors
+    /// [`NnError::Architecture`] if the model has no trainable layer.
+    pub fn split_front(self) -> Result<(FeatureMap, Model)> {
+        let first = self
+            .layers
+            .iter()
+            .position(|l| l.as_param().is_some())
+            .ok_or_else(|| NnError::Architecture("the model has no trainable layer".into()))?;
+        let shapes = self.spec.shapes()?;
+        let output = shapes.get(first).copied().unwrap_or(self.spec.input);
+        let mut layers = self.layers;
+        let head_layers = layers.split_off(first);
+        let head_spec = ModelSpec {
+            input: output,
+            layers: self.spec.layers.get(first..).unwrap_or_default().to_vec(),
+        };
+        head_spec.shapes()?;
+        Ok((
+            FeatureMap {
+                input: self.spec.input,
+                output,
+                layers,
+            },
+            Model {
+                spec: head_spec,
+                layers: head_layers,
+            },
+        ))
+    }
+
+    /// The model `head ∘ front` (the inverse of [`Self::split_front`]).
+    ///
+    /// # Errors
+    /// [`NnError::Architecture`] if `head` does not take the front's output shape.
+    pub fn join(front: FeatureMap, head: Model) -> Result<Model> {
+        if head.spec.input != front.output {
+            return Err(NnError::Architecture(format!(
+                "the head takes {} inputs but the front produces {}",
+                head.spec.input, front.output
+            )));
+        }
+        let spec = ModelSpec {
+            input: front.input,
+            layers: front
+                .layers
+                .iter()
+                .map(Layer::spec)
+                .chain(head.spec.layers.iter().cloned())
+                .collect(),
+        };
+        spec.shapes()?;
+        let mut layers = front.layers;
+        layers.extend(head.layers);
+        Ok(Model { spec, layers })
     }
 
     /// The architecture.

@@ -20,6 +20,7 @@ fn presets_build_with_documented_sizes() {
         ("mlp-30-square", 23_860),
         ("mlp-100-square", 79_510),
         ("lenet5", 61_706),
+        ("scatternet-linear", 39_700),
     ];
     for (name, params) in expected {
         let preset: Preset = name.parse().unwrap();
@@ -89,7 +90,12 @@ fn initialization_is_seeded_and_scaled() {
 #[test]
 fn save_load_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    for preset in [Preset::SphinxMnistCnn, Preset::Mlp30Square, Preset::Lenet5] {
+    for preset in [
+        Preset::SphinxMnistCnn,
+        Preset::Mlp30Square,
+        Preset::Lenet5,
+        Preset::ScatternetLinear,
+    ] {
         let model = Model::new(preset.spec(), 5).unwrap();
         let sub = dir.path().join(preset.name());
         io::save_dir(&model, &sub).unwrap();

@@ -174,3 +174,61 @@ fn bad_requests_fail_with_clear_messages() {
         .contains("no dataset found")
     );
 }
+
+#[test]
+fn scatternet_dp_run_on_a_validation_split_saves_the_whole_model() {
+    // The fixed scattering front is computed once and the saved model still holds it;
+    // --holdout evaluates on the last training examples, never on the test set.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let saved = dir.path().join("model");
+    let o = sphinx(&[
+        "baseline",
+        "train",
+        "--mode",
+        "dp-sgd",
+        "--model",
+        "scatternet-linear",
+        "--data",
+        "bundled",
+        "--train-subset",
+        "400",
+        "--holdout",
+        "100",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "100",
+        "--lr",
+        "1",
+        "--momentum",
+        "0.9",
+        "--clip",
+        "0.1",
+        "--epsilon",
+        "4",
+        "--seed",
+        "3",
+        "--json",
+        out.to_str().unwrap(),
+        "--save",
+        saved.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("validation accuracy:"), "{stdout}");
+    assert!(stderr.contains("fixed features 3969×1×1"), "{stderr}");
+    let r = json(&out);
+    assert_eq!(r["evaluated_on"], "validation");
+    assert_eq!(r["train_examples"], 300);
+    assert_eq!(r["test_examples"], 100);
+    assert!(r["epsilon"].as_f64().unwrap() <= 4.0 + 1e-9);
+    // Far above chance (10%) after 6 noisy steps on 300 digits.
+    assert!(r["test_accuracy"].as_f64().unwrap() > 0.3, "{r}");
+    let model = sphinx_nn::io::load_dir(&saved).unwrap();
+    assert_eq!(
+        model.spec(),
+        &sphinx_nn::presets::Preset::ScatternetLinear.spec()
+    );
+}

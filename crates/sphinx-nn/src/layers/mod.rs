@@ -1,5 +1,6 @@
 //! Layers: the parameterized linear ones ([`Conv2d`], [`Linear`]) and the parameter-free
-//! ones ([`Relu`], [`Tanh`], [`Square`], [`AvgPool2d`], [`Flatten`]).
+//! ones ([`Relu`], [`Tanh`], [`Square`], [`AvgPool2d`], [`Flatten`], [`GroupNorm`], and
+//! the fixed [`Scattering`] feature extractor).
 //!
 //! # Data layout
 //! Every layer maps a batch `x` of shape `(B, in_dim)` to `(B, out_dim)`: one row per
@@ -22,7 +23,9 @@
 mod activation;
 mod conv;
 mod linear;
+mod norm;
 mod pool;
+pub mod scatter;
 
 use ndarray::{Array1, Array2, Array3, ArrayView2, ArrayViewMut2, Axis};
 use serde::{Deserialize, Serialize};
@@ -30,7 +33,9 @@ use serde::{Deserialize, Serialize};
 pub use activation::{Flatten, Relu, Square, Tanh};
 pub use conv::Conv2d;
 pub use linear::Linear;
+pub use norm::{GROUP_NORM_EPS, GroupNorm};
 pub use pool::AvgPool2d;
+pub use scatter::Scattering;
 
 use crate::error::{NnError, Result, shape_err};
 
@@ -247,6 +252,19 @@ pub enum LayerSpec {
     },
     /// `C×H×W → (C·H·W)×1×1` (the data layout is unchanged).
     Flatten,
+    /// Group normalization without affine part (per sample, spends no privacy).
+    GroupNorm {
+        /// Number of channel groups (must divide the channels).
+        groups: usize,
+    },
+    /// The scattering transform ([`scatter`]): a fixed feature extractor, allowed only
+    /// before every trainable layer (it has no backward pass).
+    Scattering {
+        /// Number of scales `J` (output subsampled by `2^J`).
+        scales: usize,
+        /// Number of wavelet angles `L`.
+        angles: usize,
+    },
 }
 
 impl LayerSpec {
@@ -303,6 +321,11 @@ impl LayerSpec {
                 Ok(Shape::image(input.channels, h, w))
             }
             Self::Flatten => Ok(Shape::flat(input.len())),
+            Self::GroupNorm { groups } => {
+                GroupNorm::new(input, groups)?;
+                Ok(input)
+            }
+            Self::Scattering { scales, angles } => scatter::output_shape(input, scales, angles),
         }
     }
 }
@@ -345,6 +368,10 @@ pub enum Layer {
     AvgPool2d(AvgPool2d),
     /// See [`Flatten`].
     Flatten(Flatten),
+    /// See [`GroupNorm`].
+    GroupNorm(GroupNorm),
+    /// See [`Scattering`].
+    Scattering(Scattering),
 }
 
 impl Layer {
@@ -373,6 +400,10 @@ impl Layer {
                 Self::AvgPool2d(AvgPool2d::new(input, kernel, stride)?)
             }
             LayerSpec::Flatten => Self::Flatten(Flatten::new(out.len())),
+            LayerSpec::GroupNorm { groups } => Self::GroupNorm(GroupNorm::new(input, groups)?),
+            LayerSpec::Scattering { scales, angles } => {
+                Self::Scattering(Scattering::new(input, scales, angles)?)
+            }
         })
     }
 
@@ -398,6 +429,11 @@ impl Layer {
                 stride: p.stride(),
             },
             Self::Flatten(_) => LayerSpec::Flatten,
+            Self::GroupNorm(g) => LayerSpec::GroupNorm { groups: g.groups() },
+            Self::Scattering(s) => LayerSpec::Scattering {
+                scales: s.scales(),
+                angles: s.angles(),
+            },
         }
     }
 
@@ -427,6 +463,8 @@ impl Layer {
             Self::Tanh(l) => Some(l),
             Self::AvgPool2d(l) => Some(l),
             Self::Flatten(l) => Some(l),
+            Self::GroupNorm(l) => Some(l),
+            Self::Scattering(l) => Some(l),
             _ => None,
         }
     }

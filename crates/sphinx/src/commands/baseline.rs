@@ -45,7 +45,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = Mode::Plaintext)]
     pub mode: Mode,
     /// Model preset: sphinx-mnist-cnn, sphinx-mnist-cnn-tanh, sphinx-cifar10-cnn, mlp-30, mlp-100,
-    /// mlp-30-square, mlp-100-square, lenet5.
+    /// mlp-30-square, mlp-100-square, lenet5, scatternet-linear.
     #[arg(long, default_value = "sphinx-mnist-cnn")]
     pub model: String,
     /// `bundled` (the MNIST sample in the binary), `fashion-mnist` (Debian's
@@ -96,6 +96,10 @@ pub struct TrainArgs {
     /// Use only the first N held-out examples.
     #[arg(long)]
     pub test_subset: Option<usize>,
+    /// Tuning without touching the test set: hold out the last N training examples as a
+    /// validation set, train on the others, and report accuracy on the validation set.
+    #[arg(long)]
+    pub holdout: Option<usize>,
     /// Save the trained model (model.json + model.safetensors) into this directory.
     #[arg(long)]
     pub save: Option<PathBuf>,
@@ -107,6 +111,7 @@ pub struct TrainArgs {
 #[derive(Debug, Serialize)]
 struct Report {
     test_accuracy: f64,
+    evaluated_on: &'static str,
     epsilon: Option<f64>,
     delta: Option<f64>,
     epochs: u32,
@@ -177,6 +182,22 @@ fn load_data(args: &TrainArgs) -> anyhow::Result<Split> {
     if let Some(n) = args.test_subset {
         split.test = split.test.head(n);
     }
+    if let Some(n) = args.holdout {
+        let keep = split.train.len().saturating_sub(n);
+        if n == 0 || keep == 0 {
+            bail!("--holdout must be between 1 and the number of training examples - 1");
+        }
+        let rest: Vec<usize> = (keep..split.train.len()).collect();
+        let (images, labels) = split.train.batch(&rest)?;
+        split.test = sphinx_nn::data::Dataset {
+            images,
+            labels,
+            shape: split.train.shape,
+            num_classes: split.train.num_classes,
+        };
+        split.train = split.train.head(keep);
+        split.name = format!("{} (last {n} training examples held out)", split.name);
+    }
     if split.train.is_empty() || split.test.is_empty() {
         bail!("empty training or held-out split");
     }
@@ -202,6 +223,27 @@ fn train_cmd(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     }
     let seed = args.seed.unwrap_or_else(rand::random);
     let mut model = Model::new(spec, seed)?;
+    // The layers before the first trainable one are a fixed function of each image, so
+    // (without augmentation, which must see pixels) they are applied to the datasets
+    // once and training runs on the features; the model is put back together below.
+    let mut front = None;
+    let mut split = split;
+    if args.mode != Mode::Sphinx && args.augment_shift == 0 {
+        let (f, head) = model.split_front()?;
+        if !f.is_empty() {
+            let t0 = Instant::now();
+            split.train = f.apply_dataset(&split.train, 512)?;
+            split.test = f.apply_dataset(&split.test, 512)?;
+            eprintln!(
+                "fixed features {} computed once for {} images in {:.1} s",
+                f.output_shape(),
+                split.train.len() + split.test.len(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        front = Some(f);
+        model = head;
+    }
     let mut opt = Sgd::new(args.lr, args.momentum)?.with_weight_decay(args.weight_decay)?;
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x5348_5546_464c_4521);
     eprintln!(
@@ -274,12 +316,20 @@ fn train_cmd(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     };
     let train_seconds = train_started.elapsed().as_secs_f64();
     let accuracy = model.accuracy(split.test.images.view(), &split.test.labels, 1000)?;
+    if let Some(f) = front {
+        model = Model::join(f, model)?;
+    }
+    let evaluated_on = if args.holdout.is_some() {
+        "validation"
+    } else {
+        "test"
+    };
     if let Some(dir) = &args.save {
         sphinx_nn::io::save_dir(&model, dir)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "test accuracy: {:.2}% ({} held-out examples)",
+        "{evaluated_on} accuracy: {:.2}% ({} held-out examples)",
         100.0 * accuracy,
         split.test.len()
     );
@@ -294,6 +344,7 @@ fn train_cmd(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.json {
         let report = Report {
             test_accuracy: accuracy,
+            evaluated_on,
             epsilon: privacy.as_ref().map(|p| p.epsilon),
             delta: privacy.as_ref().map(|p| p.delta),
             epochs: args.epochs,
