@@ -36,11 +36,11 @@
 //! | [`Request::Status`] | model id | [`Response::Status`] |
 //! | [`Request::Export`] | model id | [`Response::Exported`] (an encoded `ServerMessage::ModelExport` of the last committed step) |
 //! | [`Request::Delete`] | model id | [`Response::Deleted`] |
-//! | [`Request::Inference`] | model id, opaque inference message | [`Response::Inference`] |
+//! | [`Request::Inference`] | model id, opaque inference message | zero or more [`Response::Inference`] (the inference role's replies, streamed), then [`Response::InferenceDone`] |
 //!
 //! Any request may instead be answered by [`Response::Error`] (a code and a message that
 //! never carries secrets); `Error`, like every response but `Training`, ends the answer to
-//! its request. The first request on a connection must be `Auth` or `Register`; a
+//! its request (`Inference` does not end it either). The first request on a connection must be `Auth` or `Register`; a
 //! connection serves one request at a time.
 //!
 //! Training over the network: the client sends `CreateModel` once, then for each message
@@ -49,7 +49,8 @@
 //! `poll()`, then ends with `StepState { committed_step, .. }`. A step is committed (stored
 //! atomically) when the server has applied its `NoisyGradient`; a step interrupted before
 //! that (lost connection, server crash) is rolled back, and the client redoes it from
-//! `committed_step`.
+//! `committed_step`. An unfinished step lives only as long as its connection: to abandon
+//! one, reconnect.
 //!
 //! ```
 //! use sphinx_protocol::wire::{AccountName, FrameDecoder, ModelId, Request, Response, Token};
@@ -96,7 +97,8 @@ pub const LENGTH_PREFIX_LEN: usize = 4;
 pub const HEADER_LEN: usize = 4 + 2 + 1 + 1 + 8;
 
 /// Default limit on a frame body (header and payload): the largest training message of the
-/// paper's MNIST CNN (the second convolution's backward delta) is about 40 MB.
+/// paper's MNIST CNN, the second convolution's backward delta (1024 replicated and 384 packed
+/// seeded ciphertexts at batch 500), is about 51 MB.
 pub const DEFAULT_MAX_FRAME: usize = 128 << 20;
 
 /// Limit on a frame body before the connection has authenticated.
@@ -442,12 +444,18 @@ pub enum Response {
         /// The model.
         model: ModelId,
     },
-    /// A private-inference reply (opaque to the wire layer).
+    /// One private-inference reply (opaque to the wire layer; more follow until
+    /// [`Response::InferenceDone`]).
     Inference {
         /// The model.
         model: ModelId,
         /// The inference protocol's bytes.
         payload: Vec<u8>,
+    },
+    /// Ends the answer to an `Inference` request.
+    InferenceDone {
+        /// The model.
+        model: ModelId,
     },
     /// The request failed.
     Error {
@@ -559,6 +567,7 @@ mod kind {
     pub const EXPORTED: u8 = 136;
     pub const DELETED: u8 = 137;
     pub const INFERENCE_REPLY: u8 = 138;
+    pub const INFERENCE_DONE: u8 = 139;
     pub const ERROR: u8 = 255;
 }
 
@@ -878,10 +887,11 @@ impl Response {
         }
     }
 
-    /// Whether this response ends the answer to its request (all but `Training`).
+    /// Whether this response ends the answer to its request (all but `Training` and
+    /// `Inference`).
     #[must_use]
     pub fn is_final(&self) -> bool {
-        !matches!(self, Self::Training { .. })
+        !matches!(self, Self::Training { .. } | Self::Inference { .. })
     }
 
     /// The whole frame (length prefix included) with sequence number `seq`.
@@ -947,6 +957,11 @@ impl Response {
                 w.u64(model.0).bytes(payload);
                 w
             }
+            Self::InferenceDone { model } => {
+                let mut w = FrameWriter::new(kind::INFERENCE_DONE, seq, 8);
+                w.u64(model.0);
+                w
+            }
             Self::Error { code, message } => {
                 let mut w = FrameWriter::new(kind::ERROR, seq, 4 + message.len());
                 w.u16(code.code())
@@ -1002,6 +1017,7 @@ impl Response {
                 model: r.model()?,
                 payload: r.rest(),
             },
+            kind::INFERENCE_DONE => Self::InferenceDone { model: r.model()? },
             kind::ERROR => Self::Error {
                 code: ErrorCode::from_code(r.u16()?),
                 message: r.short_str(MAX_ERROR_LEN)?,
@@ -1096,6 +1112,7 @@ mod tests {
                 model: ModelId(1),
                 payload: vec![2, 3],
             },
+            Response::InferenceDone { model: ModelId(1) },
             Response::error(ErrorCode::Busy, "model 1 is being trained"),
             Response::error(ErrorCode::Unknown(999), "é".repeat(600)),
         ]
@@ -1149,7 +1166,10 @@ mod tests {
             assert_eq!(seq, i as u64);
             assert_eq!(back, resp);
             assert!(Request::from_body(b).is_err());
-            assert_eq!(resp.is_final(), !matches!(resp, Response::Training { .. }));
+            assert_eq!(
+                resp.is_final(),
+                !matches!(resp, Response::Training { .. } | Response::Inference { .. })
+            );
         }
     }
 

@@ -3,10 +3,14 @@
 //! MNIST sample, expected batch 64, the configuration of `sphinx bench train` in
 //! docs/benchmarks.md.
 //!
+//! Each is measured twice: wall time, and CPU time of the whole process (client, server and
+//! TLS all run in it), which is less disturbed by other load on a shared machine and counts
+//! the extra work of the network path (serialization, TLS, storage).
+//!
 //! `cargo bench -p sphinx-server --bench network_step`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::SeedableRng;
@@ -63,16 +67,43 @@ fn client(seed: u64) -> (Client, ClientMessage) {
     .unwrap()
 }
 
+/// CPU time of this process (all threads) so far.
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Criterion's `iter_custom` body: `iters` runs of `f`, timed by wall clock or CPU clock.
+fn timed(iters: u64, cpu: bool, mut f: impl FnMut()) -> Duration {
+    let (wall, cpu0) = (Instant::now(), process_cpu());
+    for _ in 0..iters {
+        f();
+    }
+    if cpu {
+        process_cpu() - cpu0
+    } else {
+        wall.elapsed()
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("training_step_mlp30_batch64");
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(3))
-        .measurement_time(Duration::from_secs(30));
+        .measurement_time(Duration::from_secs(20));
 
     let (cl, setup) = client(1);
     let mut session = Session::new(cl, setup, &mut ChaCha20Rng::seed_from_u64(2)).unwrap();
-    group.bench_function("in_process", |b| b.iter(|| session.run_step().unwrap()));
+    for (name, cpu) in [("in_process", false), ("in_process_cpu", true)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                timed(iters, cpu, || {
+                    session.run_step().unwrap();
+                })
+            })
+        });
+    }
     drop(session);
 
     let dir = tempfile::tempdir().unwrap();
@@ -88,9 +119,15 @@ fn bench(c: &mut Criterion) {
     let mut conn = Connection::connect(server.addr(), server.fingerprint()).unwrap();
     conn.auth(&name, &token).unwrap();
     let model = conn.create_model(&setup, &params).unwrap();
-    group.bench_function("loopback_tls", |b| {
-        b.iter(|| conn.train_step(model, &mut cl, &params).unwrap())
-    });
+    for (name, cpu) in [("loopback_tls", false), ("loopback_tls_cpu", true)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                timed(iters, cpu, || {
+                    conn.train_step(model, &mut cl, &params).unwrap();
+                })
+            })
+        });
+    }
     group.finish();
     drop(conn);
     server.shutdown().unwrap();

@@ -50,6 +50,9 @@ pub enum ServerError {
         /// The quota.
         quota: u64,
     },
+    /// A request beyond the service's fixed limits (e.g. an oversized architecture).
+    #[error("over the server's limits: {0}")]
+    Limit(String),
     /// An error response from the server (client side, see [`crate::testing`]).
     #[error("server error {code:?}: {message}")]
     Remote {
@@ -78,7 +81,7 @@ impl ServerError {
             Self::UnknownAccount(_) => ErrorCode::AuthFailed,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Busy(_) => ErrorCode::Busy,
-            Self::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
+            Self::QuotaExceeded { .. } | Self::Limit(_) => ErrorCode::QuotaExceeded,
             Self::Remote { code, .. } => *code,
             Self::Io(_)
             | Self::Tls(_)

@@ -565,6 +565,7 @@ impl Conn {
                 let (account, limits) = (self.account()?, shared.limits);
                 let model = blocking(move || {
                     let decoded = decode_setup(&setup, limits.max_frame)?;
+                    check_architecture(&decoded.model)?;
                     let architecture = serde_json::to_string(&decoded.model)
                         .map_err(|e| ServerError::Internal(e.to_string()))?;
                     let server = Server::new(decoded, &mut rand::rng())?;
@@ -760,6 +761,114 @@ impl Conn {
     }
 }
 
+/// Largest size parameter of a layer (kernel, stride, padding, channels, image side).
+pub const MAX_DIM: usize = 1 << 16;
+/// Largest number of scalars in any layer's input or output.
+pub const MAX_ACTIVATIONS: usize = 1 << 21;
+/// Largest number of weights of a model.
+pub const MAX_WEIGHTS: usize = 1 << 25;
+/// Largest number of biases (each is one ciphertext, about 130 KB in memory).
+pub const MAX_BIASES: usize = 1 << 13;
+/// Largest gather plan of a layer (output positions × patch).
+pub const MAX_GATHER: usize = 1 << 27;
+
+/// Refuses architectures whose server state would not fit the fixed bounds above, before
+/// anything is allocated for them: a hostile `Setup` must not exhaust the server's memory
+/// or overflow a size computation. (The paper's MNIST CNN: 784 inputs, 9216 activations,
+/// 28 k weights, 142 biases.)
+///
+/// # Errors
+/// [`ServerError::Limit`] naming the bound, [`ServerError::Protocol`] for a layer that does
+/// not fit its input.
+pub fn check_architecture(spec: &sphinx_nn::model::ModelSpec) -> Result<()> {
+    use sphinx_nn::layers::{LayerSpec, Shape};
+    let limit = |what: String| ServerError::Limit(what);
+    let check_shape = |s: Shape| -> Result<usize> {
+        let len = s
+            .channels
+            .checked_mul(s.height)
+            .and_then(|x| x.checked_mul(s.width));
+        match len {
+            Some(n) if s.channels.max(s.height).max(s.width) <= MAX_DIM && n <= MAX_ACTIVATIONS => {
+                Ok(n)
+            }
+            _ => Err(limit(format!(
+                "a layer shape {}×{}×{} exceeds {MAX_DIM} per side or {MAX_ACTIVATIONS} values",
+                s.channels, s.height, s.width
+            ))),
+        }
+    };
+    let mut cur = spec.input;
+    check_shape(cur)?;
+    let (mut weights, mut biases) = (0usize, 0usize);
+    for (i, layer) in spec.layers.iter().enumerate() {
+        let sizes = match *layer {
+            LayerSpec::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+            } => [in_channels, out_channels, kernel, stride, padding],
+            LayerSpec::Linear {
+                in_features,
+                out_features,
+            } => [in_features.min(MAX_DIM), out_features.min(MAX_DIM), 0, 0, 0],
+            LayerSpec::AvgPool2d { kernel, stride } => [kernel, stride, 0, 0, 0],
+            _ => [0; 5],
+        };
+        if sizes.iter().any(|&v| v > MAX_DIM) {
+            return Err(limit(format!(
+                "layer {i} has a size parameter over {MAX_DIM}"
+            )));
+        }
+        let next = layer
+            .output_shape(cur)
+            .map_err(|e| ServerError::Protocol(ProtocolError::Nn(e)))?;
+        let out_len = check_shape(next)?;
+        let (w, b, gather) = match *layer {
+            LayerSpec::Linear {
+                in_features,
+                out_features,
+            } => (
+                in_features.saturating_mul(out_features),
+                out_features,
+                in_features,
+            ),
+            LayerSpec::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                ..
+            } => {
+                let patch = in_channels.saturating_mul(kernel).saturating_mul(kernel);
+                let positions = out_len / out_channels.max(1);
+                (
+                    out_channels.saturating_mul(patch),
+                    out_channels,
+                    positions.saturating_mul(patch),
+                )
+            }
+            _ => (0, 0, 0),
+        };
+        if gather > MAX_GATHER {
+            return Err(limit(format!(
+                "layer {i} gathers over {MAX_GATHER} entries"
+            )));
+        }
+        weights = weights.saturating_add(w);
+        biases = biases.saturating_add(b);
+        cur = next;
+    }
+    if weights > MAX_WEIGHTS {
+        return Err(limit(format!("{weights} weights exceed {MAX_WEIGHTS}")));
+    }
+    if biases > MAX_BIASES {
+        return Err(limit(format!("{biases} biases exceed {MAX_BIASES}")));
+    }
+    Ok(())
+}
+
 fn restore(setup: &[u8], state: &[u8]) -> Result<Server> {
     // Stored bytes were validated on the way in; the limit only guards a corrupt file.
     let setup = decode_setup(setup, setup.len())?;
@@ -781,21 +890,43 @@ fn step(
     let params = server.params().clone();
     let msg = ClientMessage::decode(&params, message, max)?;
     let before = server.step();
-    let send = |reply: ServerMessage| -> Result<()> {
-        let frame = Response::Training {
-            model,
-            message: reply.encode(&params)?,
+    let broken = || ServerError::Io(std::io::ErrorKind::BrokenPipe.into());
+    // Two stages: this thread computes the next reply while a second one encodes and
+    // frames the previous (single-threaded work that would otherwise stall the
+    // pipeline between gradient chunks).
+    let (enc_tx, enc_rx) = std::sync::mpsc::sync_channel::<ServerMessage>(1);
+    std::thread::scope(|scope| {
+        let params = &params;
+        let encoder = scope.spawn(move || -> Result<()> {
+            for reply in enc_rx {
+                let frame = Response::Training {
+                    model,
+                    message: reply.encode(params)?,
+                }
+                .to_frame(seq)?;
+                tx.blocking_send(frame).map_err(|_| broken())?;
+            }
+            Ok(())
+        });
+        let computed = (|| -> Result<()> {
+            for reply in server.handle(msg)? {
+                enc_tx.send(reply).map_err(|_| broken())?;
+            }
+            while let Some(reply) = server.poll()? {
+                enc_tx.send(reply).map_err(|_| broken())?;
+            }
+            Ok(())
+        })();
+        drop(enc_tx);
+        let encoded = encoder
+            .join()
+            .map_err(|_| ServerError::Internal("reply encoder panicked".into()))?;
+        // A failed send means the encoder failed first: its error is the cause.
+        match (computed, encoded) {
+            (_, Err(e)) | (Err(e), Ok(())) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
         }
-        .to_frame(seq)?;
-        tx.blocking_send(frame)
-            .map_err(|_| ServerError::Io(std::io::ErrorKind::BrokenPipe.into()))
-    };
-    for reply in server.handle(msg)? {
-        send(reply)?;
-    }
-    while let Some(reply) = server.poll()? {
-        send(reply)?;
-    }
+    })?;
     if server.step() > before {
         let state = server.snapshot()?;
         shared.with_store(|s| s.commit_step(account, model, before, server.step(), &state))?;
@@ -935,4 +1066,52 @@ async fn shutdown_signal() {
     }
     // Without a handler there is no signal to wait for; a failed one ends the server.
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sphinx_nn::layers::{LayerSpec, Shape};
+    use sphinx_nn::model::ModelSpec;
+    use sphinx_nn::presets::Preset;
+
+    #[test]
+    fn architecture_bounds_accept_the_presets_and_refuse_hostile_specs() {
+        for name in ["sphinx-mnist-cnn", "mlp-30"] {
+            check_architecture(&name.parse::<Preset>().unwrap().spec()).unwrap();
+        }
+        let linear = |i, o| ModelSpec {
+            input: Shape::flat(i),
+            layers: vec![LayerSpec::Linear {
+                in_features: i,
+                out_features: o,
+            }],
+        };
+        assert!(matches!(
+            check_architecture(&linear(1 << 20, 1 << 20)),
+            Err(ServerError::Limit(_))
+        ));
+        assert!(matches!(
+            check_architecture(&linear(usize::MAX, 2)),
+            Err(ServerError::Limit(_))
+        ));
+        // Too many biases (ciphertexts) even with few weights.
+        assert!(check_architecture(&linear(1, MAX_BIASES + 1)).is_err());
+        let conv = |padding, out_channels| ModelSpec {
+            input: Shape::image(1, 28, 28),
+            layers: vec![
+                LayerSpec::Conv2d {
+                    in_channels: 1,
+                    out_channels,
+                    kernel: 5,
+                    stride: 1,
+                    padding,
+                },
+                LayerSpec::Flatten,
+            ],
+        };
+        assert!(check_architecture(&conv(usize::MAX / 2, 4)).is_err());
+        assert!(check_architecture(&conv(0, 60_000)).is_err());
+        assert!(check_architecture(&conv(0, 4)).is_ok());
+    }
 }

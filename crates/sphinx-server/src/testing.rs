@@ -115,6 +115,31 @@ fn remote(resp: Response) -> ServerError {
     }
 }
 
+type TlsStream = StreamOwned<ClientConnection, TcpStream>;
+
+fn read_response(stream: &mut TlsStream, max_frame: usize) -> Result<Option<(u64, Response)>> {
+    let mut prefix = [0u8; wire::LENGTH_PREFIX_LEN];
+    match stream.read_exact(&mut prefix) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let len = wire::body_len(prefix, max_frame)?;
+    let mut body = Vec::with_capacity(len.min(1 << 20));
+    stream.take(len as u64).read_to_end(&mut body)?;
+    if body.len() != len {
+        return Err(ProtocolError::Malformed("truncated response".into()).into());
+    }
+    Ok(Some(Response::from_body(&body)?))
+}
+
 impl Connection {
     /// Connects and completes the TLS handshake, accepting only the pinned certificate.
     ///
@@ -162,26 +187,7 @@ impl Connection {
     /// # Errors
     /// [`ServerError::Io`], [`ServerError::Protocol`] for a malformed frame.
     pub fn read_response(&mut self) -> Result<Option<(u64, Response)>> {
-        let mut prefix = [0u8; wire::LENGTH_PREFIX_LEN];
-        match self.stream.read_exact(&mut prefix) {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let len = wire::body_len(prefix, self.max_frame)?;
-        let mut body = Vec::with_capacity(len.min(1 << 20));
-        (&mut self.stream).take(len as u64).read_to_end(&mut body)?;
-        if body.len() != len {
-            return Err(ProtocolError::Malformed("truncated response".into()).into());
-        }
-        Ok(Some(Response::from_body(&body)?))
+        read_response(&mut self.stream, self.max_frame)
     }
 
     /// Sends `req` with the next sequence number and returns every response up to the
@@ -305,20 +311,54 @@ impl Connection {
                 break;
             }
             sent += 1;
-            let req = Request::Train {
+            self.seq += 1;
+            let frame = Request::Train {
                 model,
                 message: msg.encode(params)?,
-            };
-            for resp in self.request(&req)? {
-                match resp {
-                    Response::Training { message, .. } => {
-                        let reply = ServerMessage::decode(params, &message, self.max_frame)?;
-                        queue.extend(client.handle(reply)?);
-                    }
-                    Response::StepState { committed_step, .. } => committed = committed_step,
-                    other => return Err(remote(other)),
-                }
             }
+            .to_frame(self.seq)?;
+            self.send_raw(&frame)?;
+            // A reader thread receives and decodes the next reply while this one hands the
+            // previous to the client (decryption).
+            let (stream, max) = (&mut self.stream, self.max_frame);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<ServerMessage>(1);
+            let handled = std::thread::scope(|scope| {
+                let reader = scope.spawn(move || -> Result<u64> {
+                    loop {
+                        let Some((_, resp)) = read_response(stream, max)? else {
+                            return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                        };
+                        match resp {
+                            Response::Training { message, .. } => {
+                                let reply = ServerMessage::decode(params, &message, max)?;
+                                if tx.send(reply).is_err() {
+                                    // The client failed; its error is reported.
+                                    return Ok(0);
+                                }
+                            }
+                            Response::StepState { committed_step, .. } => {
+                                return Ok(committed_step);
+                            }
+                            other => return Err(remote(other)),
+                        }
+                    }
+                });
+                let mut handled = Ok(());
+                for reply in rx {
+                    match client.handle(reply) {
+                        Ok(next) => queue.extend(next),
+                        Err(e) => {
+                            handled = Err(ServerError::from(e));
+                            break;
+                        }
+                    }
+                }
+                let read = reader
+                    .join()
+                    .map_err(|_| ServerError::Internal("reader panicked".into()))?;
+                handled.and(read)
+            })?;
+            committed = handled;
         }
         Ok(committed)
     }

@@ -297,3 +297,43 @@ fn a_second_account_cannot_touch_the_first_accounts_model() {
     assert_eq!(code_of(a2.committed_step(model)), ErrorCode::NotFound);
     server.shutdown().unwrap();
 }
+
+#[test]
+fn connection_limits_idle_timeout_and_graceful_shutdown() {
+    let limits = sphinx_server::Limits {
+        max_connections: 1,
+        idle_timeout: std::time::Duration::from_millis(300),
+        ..sphinx_server::Limits::default()
+    };
+    let (server, _dir, accounts) = common::server_with(limits);
+    let (addr, fp) = (server.addr(), server.fingerprint().to_owned());
+    let mut first = Connection::connect(addr, &fp).unwrap();
+    first.auth(&accounts[0].0, &accounts[0].1).unwrap();
+    // One connection at a time: the second is told so and closed.
+    let mut second = Connection::connect(addr, &fp).unwrap();
+    let (_, resp) = second.read_response().unwrap().unwrap();
+    assert!(matches!(
+        resp,
+        Response::Error {
+            code: ErrorCode::TooManyConnections,
+            ..
+        }
+    ));
+    // An idle connection is closed, which frees its slot.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert!(first.read_response().unwrap().is_none());
+    let mut third = Connection::connect(addr, &fp).unwrap();
+    third.auth(&accounts[0].0, &accounts[0].1).unwrap();
+    // Shutdown: a waiting connection is told and closed; the port stops accepting.
+    let stopper = std::thread::spawn(move || server.shutdown());
+    let (_, resp) = third.read_response().unwrap().unwrap();
+    assert!(matches!(
+        resp,
+        Response::Error {
+            code: ErrorCode::ShuttingDown,
+            ..
+        }
+    ));
+    stopper.join().unwrap().unwrap();
+    assert!(Connection::connect(addr, &fp).is_err());
+}

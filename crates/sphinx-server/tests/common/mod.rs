@@ -64,6 +64,13 @@ pub fn client(seed: u64) -> (Client, ClientMessage, Arc<Parameters>) {
 
 /// A server on a random loopback port over a fresh data directory with accounts `a`, `b`.
 pub fn server() -> (ServerHandle, tempfile::TempDir, Vec<(AccountName, Token)>) {
+    server_with(sphinx_server::Limits::default())
+}
+
+/// [`server`] with the given limits.
+pub fn server_with(
+    limits: sphinx_server::Limits,
+) -> (ServerHandle, tempfile::TempDir, Vec<(AccountName, Token)>) {
     let dir = tempfile::tempdir().unwrap();
     let accounts = ["a", "b"]
         .iter()
@@ -75,6 +82,7 @@ pub fn server() -> (ServerHandle, tempfile::TempDir, Vec<(AccountName, Token)>) 
         .collect();
     let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
     config.registration = Registration::Closed;
+    config.limits = limits;
     (ServerHandle::spawn(config).unwrap(), dir, accounts)
 }
 
