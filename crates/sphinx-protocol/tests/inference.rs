@@ -19,7 +19,8 @@ use sphinx_protocol::inference::messages::{
     InferenceClientMessage, InferenceKind, InferenceServerMessage, decode_inference_setup,
 };
 use sphinx_protocol::inference::{
-    FixedPoint, InferenceClient, InferenceServer, InferenceSession, biases_of, inference_parameters,
+    FixedPoint, InferenceClient, InferenceServer, InferenceSession, biases_of,
+    inference_parameters, model_with_weights,
 };
 use sphinx_protocol::messages::{ENVELOPE_LEN, MAGIC, PROTOCOL_VERSION};
 
@@ -196,6 +197,61 @@ fn masks_are_used_once() {
     ));
 }
 
+#[test]
+fn interrupted_preprocessing_is_completed_by_a_refresh() {
+    let spec = tiny_mlp();
+    let model = Model::new(spec.clone(), 13).unwrap();
+    let (mut client, setup) = InferenceClient::new(
+        toy_params(),
+        spec,
+        biases_of(&model),
+        FixedPoint::default(),
+        ChaCha20Rng::seed_from_u64(15),
+    )
+    .unwrap();
+    let InferenceClientMessage::Setup(setup) = setup else {
+        panic!("setup")
+    };
+    let mut server = InferenceServer::new(&model, *setup, ChaCha20Rng::seed_from_u64(16)).unwrap();
+    let drive = |client: &mut InferenceClient, server: &mut InferenceServer, first, stop_after| {
+        server.handle(first).unwrap();
+        let mut sent = 0;
+        while client.preprocessing() && sent < stop_after {
+            if let Some(m) = client.poll().unwrap() {
+                server.handle(m).unwrap();
+                sent += 1;
+            }
+            while let Some(r) = server.poll().unwrap() {
+                client.handle(r).unwrap();
+            }
+        }
+    };
+    for r in server
+        .handle(InferenceClientMessage::StatusRequest)
+        .unwrap()
+    {
+        client.handle(r).unwrap();
+    }
+    // Layer 0 (49 inputs: 2 chunks) completes, then the link drops.
+    let start = client.start_preprocessing(2).unwrap();
+    drive(&mut client, &mut server, start, 2);
+    assert!(client.preprocessing());
+    client.cancel_preprocessing();
+    server.cancel_preprocessing();
+    assert_eq!(client.fresh_queries(), 0);
+    assert!(matches!(
+        client.start_query(&[0.5; 784]),
+        Err(ProtocolError::MasksExhausted)
+    ));
+    let refresh = client.start_refresh().unwrap().unwrap();
+    let InferenceClientMessage::PreprocessStart(ref s) = refresh else {
+        panic!("start")
+    };
+    assert_eq!(s.layers, vec![1], "only the missing layer");
+    drive(&mut client, &mut server, refresh, usize::MAX);
+    assert_eq!(client.fresh_queries(), 2);
+}
+
 fn perturb_layer(model: &mut Model, param_layer: usize) {
     let idx = model.param_layer_indices()[param_layer];
     let p = model.layers_mut()[idx].as_param_mut().unwrap();
@@ -307,6 +363,40 @@ fn server_snapshot_restores_rounds_and_detects_changed_weights() {
         s.query(&x).unwrap(),
         fixed_point_forward(&model, &x, FixedPoint::default())
     );
+}
+
+#[test]
+fn inference_serves_the_model_private_training_produced() {
+    let spec = tiny_mlp();
+    let (train, test) = common::data(64, 1);
+    let cfg = common::dp_config(train.len(), 16.0, 1.0, 1.0);
+    let (mut training, _) = common::pair(&spec, &train, cfg, 0.1, 3, 100.0);
+    training.run_step().unwrap();
+    // The server has the plaintext weights; the client decrypts the biases of the export.
+    let server_model = model_with_weights(&spec, training.server().weights()).unwrap();
+    let exported = training.export_model().unwrap();
+    let (client, setup) = InferenceClient::new(
+        toy_params(),
+        spec.clone(),
+        biases_of(&exported),
+        FixedPoint::default(),
+        ChaCha20Rng::seed_from_u64(21),
+    )
+    .unwrap();
+    let mut s = InferenceSession::new(client, setup, &server_model, ChaCha20Rng::seed_from_u64(22))
+        .unwrap();
+    s.preprocess(2).unwrap();
+    let x: Vec<f32> = test.images.row(0).to_vec();
+    let fx = FixedPoint::default();
+    assert_eq!(s.query(&x).unwrap(), fixed_point_forward(&exported, &x, fx));
+    // Another training step: new W (the masks go stale) and new b (installed locally).
+    training.run_step().unwrap();
+    let new_model = model_with_weights(&spec, training.server().weights()).unwrap();
+    assert_eq!(s.server_mut().update_model(&new_model).unwrap(), vec![0, 1]);
+    let exported = training.export_model().unwrap();
+    s.client_mut().set_biases(biases_of(&exported)).unwrap();
+    assert!(s.refresh().unwrap());
+    assert_eq!(s.query(&x).unwrap(), fixed_point_forward(&exported, &x, fx));
 }
 
 /// Every truncation, a flipped magic / version / reserved byte, a trailing byte and a

@@ -39,6 +39,7 @@ fn bench_infer_writes_table_v_as_json() {
         for key in [
             "preprocessing_s",
             "online_s",
+            "latency_s",
             "preprocessing_bytes",
             "online_bytes",
             "accuracy_plaintext",
@@ -63,6 +64,8 @@ fn bench_infer_writes_table_v_as_json() {
     );
     assert!(num(sphinx, "preprocessing_bytes") > 100.0 * online);
     assert!(num(sphinx, "online_s") < num(&rows[1], "online_s"));
+    // A packed baseline answers one query no faster than its whole batch.
+    assert!(num(&rows[1], "latency_s") >= num(&rows[1], "online_s"));
     // Exact arithmetic: the private path answers like the plaintext model.
     assert_eq!(
         num(sphinx, "accuracy_private"),

@@ -38,6 +38,8 @@ use crate::plan::LayerPlan;
 pub struct BaselineRun {
     /// Queries answered.
     pub queries: usize,
+    /// Queries per batch (the slot count).
+    pub slots: usize,
     /// Wall time before the inputs are known.
     pub preprocessing_s: f64,
     /// Bytes exchanged before the inputs are known.
@@ -74,6 +76,7 @@ pub fn sphinx_fp<R: RngCore + CryptoRng>(
     let top = params.max_level();
     let mut run = BaselineRun {
         queries: inputs.nrows(),
+        slots,
         preprocessing_s: 0.0,
         preprocessing_bytes: 0,
         online_s: 0.0,

@@ -199,6 +199,40 @@ impl InferenceClient {
         Ok((client, InferenceClientMessage::Setup(Box::new(setup))))
     }
 
+    /// Replaces the biases (after training steps: the client decrypts the new `[b]`).
+    /// Biases are added locally, so no preprocessing is needed for them.
+    ///
+    /// # Errors
+    /// [`ProtocolError::UnsupportedModel`] if they do not match the layers or the fixed
+    /// point; the old biases stay then.
+    pub fn set_biases(&mut self, biases: Vec<Vec<f32>>) -> Result<()> {
+        if biases.len() != self.layers.len() {
+            return Err(ProtocolError::UnsupportedModel(format!(
+                "{} bias vectors for {} layers",
+                biases.len(),
+                self.layers.len()
+            )));
+        }
+        let half = (self.params.t() / 2) as i64;
+        let bits = self.fixed.output_bits();
+        let quantized = biases
+            .iter()
+            .zip(&self.layers)
+            .map(|(b, l)| {
+                if b.len() * l.positions != l.out_dim {
+                    return Err(ProtocolError::UnsupportedModel("bias length".into()));
+                }
+                b.iter()
+                    .map(|&v| quantize(f64::from(v), bits, half / 2))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (l, b) in self.layers.iter_mut().zip(quantized) {
+            l.bias = b;
+        }
+        Ok(())
+    }
+
     /// The session's BFV parameters.
     #[must_use]
     pub fn params(&self) -> &Arc<BfvParameters> {
@@ -265,6 +299,13 @@ impl InferenceClient {
 
     fn round_usable(&self, r: &ClientRound) -> bool {
         self.stale_layers(r).is_empty()
+    }
+
+    /// Abandons the running preprocessing (e.g. the connection dropped; the server does the
+    /// same with [`super::InferenceServer::cancel_preprocessing`]). Layers already complete
+    /// stay; the rest of the round is redone by [`start_refresh`](Self::start_refresh).
+    pub fn cancel_preprocessing(&mut self) {
+        self.job = None;
     }
 
     /// Opens a preprocessing round for `queries` future queries (at most the slot count

@@ -176,6 +176,38 @@ pub fn biases_of(model: &Model) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// A model of architecture `spec` with the given weights (one matrix per parameterized
+/// layer, e.g. the training server's `Server::weights`) and zero biases: what
+/// [`InferenceServer::new`] and [`InferenceServer::update_model`] need on the server, which
+/// never holds the biases in the clear.
+///
+/// # Errors
+/// [`ProtocolError::UnsupportedModel`] if the count or shapes of `weights` do not match.
+pub fn model_with_weights(
+    spec: &sphinx_nn::model::ModelSpec,
+    weights: &[ndarray::Array2<f32>],
+) -> Result<Model> {
+    let mut model = Model::zeros(spec.clone())?;
+    let mut it = weights.iter();
+    for layer in model.layers_mut() {
+        if let Some(p) = layer.as_param_mut() {
+            let w = it
+                .next()
+                .filter(|w| w.dim() == p.weight().dim())
+                .ok_or_else(|| {
+                    ProtocolError::UnsupportedModel("weights do not match the architecture".into())
+                })?;
+            p.weight_mut().assign(w);
+        }
+    }
+    if it.next().is_some() {
+        return Err(ProtocolError::UnsupportedModel(
+            "more weight matrices than parameterized layers".into(),
+        ));
+    }
+    Ok(model)
+}
+
 /// A pseudorandom function of a 32-byte key: ChaCha20 with the stream id as nonce and the
 /// word position as counter, so any value is reachable without generating the ones before.
 /// Value `i` of stream `s` is a 128-bit word reduced mod `p` (statistical distance from

@@ -205,6 +205,125 @@ fn small_combination(eval: &Evaluator, cts: &[&Ciphertext], ks: &[i64]) -> Resul
     Ok(Ciphertext::from_parts(params, polys, level, first.scale())?)
 }
 
+/// Coefficients per cache block of [`chunk_combinations`].
+const BLOCK: usize = 512;
+
+/// `Σ_(q, k) k · inputs[q]` for every output's term list. The outputs of a chunk share
+/// most inputs (neighbouring convolution windows, or all inputs of a fully connected
+/// layer), so the work runs per (part, limb, block of coefficients): an input block read
+/// for one output is still in cache for the next. Falls back to one
+/// [`small_combination`] per output outside its bounds.
+fn chunk_combinations(
+    eval: &Evaluator,
+    inputs: &[&Ciphertext],
+    terms: &[Vec<(u32, i64)>],
+) -> Result<Vec<Ciphertext>> {
+    let params = eval.params();
+    let Some(first) = inputs.first() else {
+        return Err(ProtocolError::UnsupportedModel(
+            "a layer without inputs".into(),
+        ));
+    };
+    let level = first.level();
+    let basis = params.q_basis(level)?;
+    let (n, limbs) = (params.n(), basis.moduli().len());
+    let fits = terms.iter().all(|t| {
+        t.len() <= 4096
+            && t.iter()
+                .all(|&(q, k)| (q as usize) < inputs.len() && k.unsigned_abs() < SMALL_WEIGHT)
+    }) && inputs.iter().all(|ct| {
+        ct.param_id() == first.param_id()
+            && ct.level() == level
+            && ct.size() == 2
+            && ct.polys().iter().all(|p| p.num_limbs() == limbs)
+    });
+    if !fits {
+        return terms
+            .iter()
+            .map(|t| {
+                let (refs, ks): (Vec<&Ciphertext>, Vec<i64>) = if t.is_empty() {
+                    (vec![*first], vec![0])
+                } else {
+                    t.iter()
+                        .filter_map(|&(q, k)| inputs.get(q as usize).map(|c| (*c, k)))
+                        .unzip()
+                };
+                small_combination(eval, &refs, &ks)
+            })
+            .collect();
+    }
+    let block = BLOCK.min(n);
+    let tasks: Vec<(usize, usize, usize)> = (0..2)
+        .flat_map(|part| {
+            (0..limbs).flat_map(move |limb| (0..n / block).map(move |b| (part, limb, b)))
+        })
+        .collect();
+    const MASK: u32 = (1 << 30) - 1;
+    let blocks: Vec<Vec<u64>> = tasks
+        .par_iter()
+        .map(|&(part, limb, b)| {
+            let m = &basis.moduli()[limb];
+            let two30 = m.reduce(1 << 30);
+            let range = b * block..(b + 1) * block;
+            let mut out = vec![0u64; terms.len() * block];
+            let mut acc = vec![0u64; 4 * block];
+            for (t, dst) in terms.iter().zip(out.chunks_exact_mut(block)) {
+                acc.fill(0);
+                let (pos, neg) = acc.split_at_mut(2 * block);
+                for &(q, k) in t {
+                    if k == 0 {
+                        continue;
+                    }
+                    let (lo, hi) = if k > 0 {
+                        pos.split_at_mut(block)
+                    } else {
+                        neg.split_at_mut(block)
+                    };
+                    let w = u64::from(k.unsigned_abs() as u32);
+                    let src = &inputs[q as usize].polys()[part].limb(limb)[range.clone()];
+                    for ((l, h), &c) in lo.iter_mut().zip(hi.iter_mut()).zip(src) {
+                        *l += w * u64::from(c as u32 & MASK);
+                        *h += w * u64::from((c >> 30) as u32);
+                    }
+                }
+                let (lo_p, hi_p) = pos.split_at(block);
+                let (lo_n, hi_n) = neg.split_at(block);
+                for (k, x) in dst.iter_mut().enumerate() {
+                    let hi = m.sub(m.reduce(hi_p[k]), m.reduce(hi_n[k]));
+                    let lo = m.sub(m.reduce(lo_p[k]), m.reduce(lo_n[k]));
+                    *x = m.add(m.mul(hi, two30), lo);
+                }
+            }
+            out
+        })
+        .collect();
+    let mut polys: Vec<[sphinx_math::Poly<sphinx_math::Ntt>; 2]> = terms
+        .iter()
+        .map(|_| {
+            [
+                sphinx_math::Poly::zero(basis),
+                sphinx_math::Poly::zero(basis),
+            ]
+        })
+        .collect();
+    for (&(part, limb, b), data) in tasks.iter().zip(&blocks) {
+        for (p, src) in polys.iter_mut().zip(data.chunks_exact(block)) {
+            p[part].limb_mut(limb)[b * block..(b + 1) * block].copy_from_slice(src);
+        }
+    }
+    polys
+        .into_iter()
+        .map(|p| {
+            Ok(Ciphertext::from_parts(
+                params,
+                p.into(),
+                level,
+                first.scale(),
+            )?)
+        })
+        .collect()
+}
+
 /// Server-side state of one preprocessing round.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Round {
@@ -392,6 +511,12 @@ impl InferenceServer {
         Ok(changed)
     }
 
+    /// Abandons the running preprocessing (its inputs are dropped; layers already sent stay
+    /// valid, the rest of the round reads as missing until the client refreshes it).
+    pub fn cancel_preprocessing(&mut self) {
+        self.job = None;
+    }
+
     /// Handles one client message and returns the immediate replies; afterwards drain
     /// [`poll`](Self::poll). A rejected message leaves the state unchanged.
     ///
@@ -575,26 +700,23 @@ impl InferenceServer {
             .collect();
         let inputs: Vec<&Ciphertext> = job.inputs.iter().flatten().collect();
         let (bfv, eval, pk) = (&self.bfv, &self.eval, &self.setup.public_key);
-        let cts = (start..end)
+        let terms: Vec<Vec<(u32, i64)>> = (start..end)
+            .map(|idx| {
+                let (o, pos) = (idx / w.positions, idx % w.positions);
+                (0..w.patch)
+                    .filter_map(|q| {
+                        let g = w.gather[pos * w.patch + q];
+                        (g != PAD).then(|| (g, w.weights[o * w.patch + q]))
+                    })
+                    .collect()
+            })
+            .collect();
+        let products = chunk_combinations(eval, &inputs, &terms)?;
+        let cts = products
             .into_par_iter()
             .zip(s.par_chunks(n))
             .zip(seeds.into_par_iter())
-            .map(|((idx, s), seed)| {
-                let (o, pos) = (idx / w.positions, idx % w.positions);
-                let mut refs = Vec::with_capacity(w.patch);
-                let mut ks = Vec::with_capacity(w.patch);
-                for q in 0..w.patch {
-                    let g = w.gather[pos * w.patch + q];
-                    if g != PAD {
-                        refs.push(inputs[g as usize]);
-                        ks.push(w.weights[o * w.patch + q]);
-                    }
-                }
-                if refs.is_empty() {
-                    refs.push(inputs[0]);
-                    ks.push(0);
-                }
-                let wr = small_combination(eval, &refs, &ks)?;
+            .map(|((wr, s), seed)| {
                 let masked = bfv.sub_plain(&wr, &bfv.encode(s)?)?;
                 let mut rng: rand_chacha::ChaCha20Rng = rand::SeedableRng::from_seed(seed);
                 Ok(bfv.flood(pk, &masked, &mut rng)?)
@@ -810,3 +932,7 @@ impl InferenceServer {
         Ok(server)
     }
 }
+
+// Unit tests hold a decryption key to build inputs: they live in `server/tests.rs`.
+#[cfg(test)]
+mod tests;

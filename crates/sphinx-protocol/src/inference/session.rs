@@ -128,6 +128,11 @@ impl InferenceSession {
         &self.client
     }
 
+    /// Mutable access to the client (e.g. to install new biases).
+    pub fn client_mut(&mut self) -> &mut InferenceClient {
+        &mut self.client
+    }
+
     /// The server.
     #[must_use]
     pub fn server(&self) -> &InferenceServer {

@@ -64,6 +64,8 @@ struct Row {
     preprocessing_s: f64,
     /// Seconds per query once the input is known (both roles, in-process).
     online_s: f64,
+    /// Wall time to answer one query on its own (packed baselines pay a whole batch).
+    latency_s: f64,
     /// Bytes per query before the input is known.
     preprocessing_bytes: f64,
     /// Online bytes per query, both directions.
@@ -284,6 +286,7 @@ pub fn run(args: &BenchInferArgs) -> anyhow::Result<ExitCode> {
         framework: "Sphinx",
         preprocessing_s: pre_s / kf,
         online_s: session.online_time().as_secs_f64() / kf,
+        latency_s: session.online_time().as_secs_f64() / kf,
         preprocessing_bytes: pre_bytes as f64 / kf,
         online_bytes: traffic.online_bytes() as f64 / kf,
         preprocessing_cpu_s: Some(pre_cpu / kf),
@@ -333,6 +336,8 @@ pub fn run(args: &BenchInferArgs) -> anyhow::Result<ExitCode> {
         framework: "Sphinx-FP",
         preprocessing_s: fp.preprocessing_s / kf,
         online_s: fp.online_s / kf,
+        // Every layer costs the same for one query as for a full batch of slots.
+        latency_s: fp.online_s / k.div_ceil(fp.slots) as f64,
         preprocessing_bytes: fp.preprocessing_bytes as f64 / kf,
         online_bytes: fp.online_bytes as f64 / kf,
         // The run's CPU time split in the proportion of its wall times.
@@ -358,6 +363,7 @@ pub fn run(args: &BenchInferArgs) -> anyhow::Result<ExitCode> {
         framework: "Pure-HE",
         preprocessing_s: 0.0,
         online_s: pure.seconds_per_batch() * batches / kf,
+        latency_s: pure.seconds_per_batch(),
         preprocessing_bytes: 0.0,
         online_bytes: pure.online_bytes_per_batch as f64 * batches / kf,
         preprocessing_cpu_s: None,
@@ -414,17 +420,18 @@ fn print_markdown(r: &Report) {
         r.model, r.queries, r.threads, r.model_source
     );
     println!(
-        "| framework | preprocessing s/query | preprocessing MB/query | online s/query | online MB/query | private acc. % | plaintext acc. % | paper: prep. s / MB, online s / MB |"
+        "| framework | preprocessing s/query | preprocessing MB/query | online s/query | one-query latency s | online MB/query | private acc. % | plaintext acc. % | paper: prep. s / MB, online s / MB |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let opt = |v: Option<f64>, d: usize| v.map_or_else(|| "-".to_string(), |x| format!("{x:.d$}"));
     for (row, paper) in r.rows.iter().zip(&r.paper) {
         println!(
-            "| {} | {:.4} | {:.3} | {:.5} | {:.4} | {} | {:.2} | {} / {}, {} / {} |",
+            "| {} | {:.4} | {:.3} | {:.5} | {:.4} | {:.4} | {} | {:.2} | {} / {}, {} / {} |",
             row.framework,
             row.preprocessing_s,
             mb(row.preprocessing_bytes),
             row.online_s,
+            row.latency_s,
             mb(row.online_bytes),
             opt(row.accuracy_private, 2),
             row.accuracy_plaintext,
