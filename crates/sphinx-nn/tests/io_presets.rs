@@ -20,6 +20,7 @@ fn presets_build_with_documented_sizes() {
         ("mlp-30-square", 23_860),
         ("mlp-100-square", 79_510),
         ("lenet5", 61_706),
+        ("pool-mlp-30", 6_220),
     ];
     for (name, params) in expected {
         let preset: Preset = name.parse().unwrap();
