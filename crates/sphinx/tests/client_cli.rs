@@ -208,3 +208,126 @@ fn init_train_resume_budget_export_and_refusal_over_tls() {
     assert_eq!(b["steps"], 0);
     assert_eq!(b["epsilon_spent"], 0.0);
 }
+
+/// `sphinx client train` killed with SIGKILL in the middle of training, then run again:
+/// it resumes and ends with the weights of an uninterrupted run with the same seed.
+#[test]
+fn a_killed_client_resumes_to_the_uninterrupted_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let mut tokens = Vec::new();
+    for name in ["a", "b"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sphinx"))
+            .args(["server", "add-account", name, "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        let token = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .find(|l| l.len() == 64)
+            .unwrap()
+            .to_owned();
+        tokens.push(token);
+    }
+    let (_server, addr, fp) = start(&data);
+    let dirs = [tmp.path().join("ca"), tmp.path().join("cb")];
+    for ((dir, name), token) in dirs.iter().zip(["a", "b"]).zip(&tokens) {
+        let o = sphinx(
+            &[
+                "client",
+                "init",
+                "--server",
+                &addr,
+                "--fingerprint",
+                &fp,
+                "--account",
+                name,
+                "--token",
+                token,
+            ],
+            dir,
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let mut args = TRAIN.to_vec();
+    args.extend(["--steps", "4"]);
+
+    // Uninterrupted.
+    let o = sphinx(&args, &dirs[0]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Killed once at least one step has been committed, then resumed.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sphinx"))
+        .args(&args)
+        .arg("--dir")
+        .arg(&dirs[1])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = dirs[1].join("models/m/state.json");
+    let started = std::time::Instant::now();
+    loop {
+        let steps = std::fs::read(&state)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["committed"]["step"].as_u64())
+            .unwrap_or(0);
+        if steps >= 1 || started.elapsed().as_secs() > 120 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = |dir: &Path| {
+        let o = sphinx(&["client", "budget", "--name", "m", "--json"], dir);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["steps"].as_u64().unwrap()
+    };
+    let killed_at = done(&dirs[1]);
+    assert!(
+        (1..4).contains(&killed_at),
+        "killed after {killed_at} steps"
+    );
+    let mut rest = TRAIN.to_vec();
+    let left = (4 - killed_at).to_string();
+    rest.extend(["--steps", &left]);
+    let o = sphinx(&rest, &dirs[1]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(done(&dirs[1]), 4);
+
+    let export = |dir: &Path, out: &str| {
+        let path = tmp.path().join(out);
+        let o = sphinx(
+            &[
+                "client",
+                "export",
+                "--name",
+                "m",
+                "--out",
+                path.to_str().unwrap(),
+            ],
+            dir,
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        sphinx_nn::io::load_dir(&path).unwrap()
+    };
+    // The two models' encrypted biases were initialized with different server randomness,
+    // so CKKS rounding differs in the last bits; a different batch or noise draw after the
+    // resume would move weights by orders of magnitude more.
+    let (a, b) = (export(&dirs[0], "ea"), export(&dirs[1], "eb"));
+    let mut max = 0f32;
+    for (la, lb) in a.param_layers().zip(b.param_layers()) {
+        let pairs = la
+            .weight()
+            .iter()
+            .zip(lb.weight())
+            .chain(la.bias().iter().zip(lb.bias()));
+        for (x, y) in pairs {
+            max = max.max((x - y).abs());
+        }
+    }
+    assert!(max < 1e-3, "resumed model differs by {max}");
+}

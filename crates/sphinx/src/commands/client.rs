@@ -155,6 +155,22 @@ pub struct BudgetArgs {
     pub json: bool,
 }
 
+/// Reconnections `train` attempts after losing the server mid-training.
+const RECONNECT_ATTEMPTS: u32 = 5;
+/// Seconds between them.
+const RECONNECT_DELAY_S: u64 = 2;
+
+/// Whether `e` is a lost or refused connection (worth a reconnect), not a refusal by
+/// the server or a local problem.
+fn is_connection_loss(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<ClientError>(),
+            Some(ClientError::Network(_))
+        )
+    })
+}
+
 /// Exit code of `train` when the budget allows no further step.
 pub const EXIT_BUDGET: u8 = 3;
 
@@ -391,7 +407,37 @@ fn train(a: &TrainArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_BUDGET));
     }
-    let refused = run_steps(&mut trainer, a.steps, false)?;
+    let target = a.steps.map(|n| trainer.step() + n);
+    let mut retries = 0;
+    let refused = loop {
+        let left = target.map(|t| t.saturating_sub(trainer.step()));
+        match run_steps(&mut trainer, left, false) {
+            Ok(refused) => break refused,
+            Err(e) if is_connection_loss(&e) => {
+                eprintln!("{e:#}");
+                // The server rolled back the interrupted step; resuming redoes it exactly.
+                trainer = loop {
+                    retries += 1;
+                    if retries > RECONNECT_ATTEMPTS {
+                        bail!("gave up reconnecting; run the same command again to resume");
+                    }
+                    eprintln!(
+                        "reconnecting in {RECONNECT_DELAY_S} s ({retries}/{RECONNECT_ATTEMPTS})"
+                    );
+                    std::thread::sleep(std::time::Duration::from_secs(RECONNECT_DELAY_S));
+                    let dir = ClientDir::open(&a.dir.dir)?;
+                    match connect(&dir).and_then(|conn| {
+                        let train = training_data(&record)?;
+                        Ok(RemoteTrainer::resume(dir, conn, &record.name, train)?)
+                    }) {
+                        Ok(t) => break t,
+                        Err(e) => eprintln!("{e:#}"),
+                    }
+                };
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let (up, down) = trainer.connection().traffic();
     let spent = trainer.client().ledger().spent()?;
     println!(
