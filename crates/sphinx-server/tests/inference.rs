@@ -191,3 +191,63 @@ fn networked_inference_equals_the_in_process_session_and_refuses_bad_payloads() 
     assert_eq!(conn.committed_step(model).unwrap(), 1);
     server.shutdown().unwrap();
 }
+
+#[test]
+fn a_new_connection_resumes_the_persisted_inference_session() {
+    let (server, _dir, accounts) = common::server();
+    let (trainer, setup, params) = common::client(4);
+    let mut conn = Connection::connect(server.addr(), server.fingerprint()).unwrap();
+    conn.auth(&accounts[0].0, &accounts[0].1).unwrap();
+    let model = conn.create_model(&setup, &params).unwrap();
+    let trained = conn.export(model, &trainer, &params).unwrap();
+    let (mut client, setup) = inference_client(&trained, 5);
+    exchange(&mut conn, model, &mut client, setup).unwrap();
+    exchange(
+        &mut conn,
+        model,
+        &mut client,
+        InferenceClientMessage::StatusRequest,
+    )
+    .unwrap();
+    let start = client.start_preprocessing(2).unwrap();
+    exchange(&mut conn, model, &mut client, start).unwrap();
+    let first = query(&mut conn, model, &mut client, &inputs()[0]);
+    drop(conn);
+
+    // The old connection's lease goes when the server notices the close.
+    let mut conn = Connection::connect(server.addr(), server.fingerprint()).unwrap();
+    conn.auth(&accounts[0].0, &accounts[0].1).unwrap();
+    // A status request needs no mask: it probes until the old lease is gone, and restores
+    // the session from the stored snapshot.
+    let mut resumed = false;
+    for _ in 0..100 {
+        match exchange(
+            &mut conn,
+            model,
+            &mut client,
+            InferenceClientMessage::StatusRequest,
+        ) {
+            Ok(()) => {
+                resumed = true;
+                break;
+            }
+            Err(ErrorCode::Busy) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(code) => panic!("{code:?}"),
+        }
+    }
+    assert!(resumed, "the lease was released");
+    let second = query(&mut conn, model, &mut client, &inputs()[1]);
+    let (reference, setup) = inference_client(&trained, 6);
+    let mut session =
+        InferenceSession::new(reference, setup, &trained, ChaCha20Rng::seed_from_u64(7)).unwrap();
+    session.preprocess(2).unwrap();
+    for (x, got) in inputs().iter().zip([&first, &second]) {
+        let want = session.query(x).unwrap();
+        for (a, b) in want.iter().zip(got) {
+            assert!((a - b).abs() < 1e-3, "{want:?} vs {got:?}");
+        }
+    }
+    assert_eq!(first.len(), 3);
+    assert_eq!(second.len(), 3);
+    server.shutdown().unwrap();
+}
