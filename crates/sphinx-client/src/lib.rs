@@ -7,6 +7,7 @@
 //!   the request/response framing of [`sphinx_protocol::wire`];
 //! - [`remote`]: the client role of [`sphinx_protocol::client`] driven over a connection:
 //!   create a model, run and resume steps, export;
+//! - [`remote_infer`]: private inference ([`sphinx_protocol::inference`]) over a connection;
 //! - [`data`]: loading and preparing the data owner's examples; [`image`]: PNG and PGM
 //!   input images;
 //! - [`report`]: summary tables, JSON and PNG plots.
@@ -19,6 +20,7 @@ pub mod data;
 pub mod error;
 pub mod image;
 pub mod remote;
+pub mod remote_infer;
 pub mod report;
 pub mod store;
 

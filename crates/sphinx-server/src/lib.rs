@@ -37,6 +37,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sphinx_protocol::ProtocolError;
+use sphinx_protocol::inference::messages::{
+    InferenceClientMessage, InferenceKind, decode_inference_setup,
+};
+use sphinx_protocol::inference::{InferenceServer, model_with_weights};
 use sphinx_protocol::messages::{ClientMessage, ServerMessage, decode_setup};
 use sphinx_protocol::server::Server;
 use sphinx_protocol::wire::{
@@ -201,6 +205,20 @@ struct Training {
     /// `None` after a failure that may have left it inconsistent: restored on next use.
     server: Option<Box<Server>>,
 }
+
+/// The model a connection runs private inference on (under the same lease as training:
+/// its weights cannot change underneath).
+struct Inferring {
+    model: ModelId,
+    _lease: Lease,
+    /// `None` before the client's setup (or a stored snapshot) arrived, or after a failure.
+    server: Option<Box<InferenceServer>>,
+    /// The snapshot last written to the `blobs` table (skip rewriting identical bytes).
+    persisted: Vec<u8>,
+}
+
+/// Name of the blob holding an [`InferenceServer::snapshot`].
+pub const INFERENCE_BLOB: &str = "inference";
 
 /// A server with its database, TLS identity and listening socket ready.
 pub struct BoundServer {
@@ -379,6 +397,7 @@ async fn connection(
         account: None,
         last_seq: None,
         training: None,
+        inference: None,
     };
     if !admitted {
         let resp = Response::error(ErrorCode::TooManyConnections, "too many connections");
@@ -401,6 +420,7 @@ struct Conn {
     account: Option<AccountId>,
     last_seq: Option<u64>,
     training: Option<Training>,
+    inference: Option<Inferring>,
 }
 
 impl Conn {
@@ -503,6 +523,10 @@ impl Conn {
                     Err(e) => Err(e),
                 }
             }
+            Request::Inference { model, payload } => match self.infer(seq, model, payload).await {
+                Ok(()) => return Ok(Next::Continue),
+                Err(e) => Err(e),
+            },
             other => self.simple(other).await,
         };
         match result {
@@ -641,6 +665,9 @@ impl Conn {
                 if self.training.as_ref().is_some_and(|t| t.model == model) {
                     self.training = None;
                 }
+                if self.inference.as_ref().is_some_and(|i| i.model == model) {
+                    self.inference = None;
+                }
                 // Ownership first (another account's model reads as absent, never busy);
                 // holding the lease keeps a trainer from starting on a model being deleted.
                 blocking({
@@ -653,16 +680,73 @@ impl Conn {
                 drop(lease);
                 Ok(Response::Deleted { model })
             }
-            Request::Inference { .. } => Ok(Response::error(
-                ErrorCode::Unsupported,
-                "private inference is not served by this server version",
-            )),
             // Train is streamed by `train`; new request kinds are refused.
             _ => Ok(Response::error(
                 ErrorCode::Unsupported,
                 "unsupported request",
             )),
         }
+    }
+
+    /// One `Inference` request: decodes the client's message (a setup opens a new
+    /// session), runs the inference server role, streams its replies as `Inference` frames
+    /// and ends with `InferenceDone`.
+    async fn infer(&mut self, seq: u64, model: ModelId, payload: Vec<u8>) -> Result<()> {
+        let account = self.account()?;
+        let shared = self.shared.clone();
+        if self.inference.as_ref().map(|i| i.model) != Some(model) {
+            self.inference = None;
+            // The lease is shared with training: running inference on the model this
+            // connection trains rolls back its unfinished step.
+            if self.training.as_ref().is_some_and(|t| t.model == model) {
+                self.training = None;
+            }
+            // Ownership first, so another account's model reads as absent, never as busy.
+            blocking({
+                let shared = shared.clone();
+                move || shared.with_store(|s| s.summary(account, model))
+            })
+            .await?;
+            let lease = Lease::take(&shared, model)?;
+            self.inference = Some(Inferring {
+                model,
+                _lease: lease,
+                server: None,
+                persisted: Vec::new(),
+            });
+        }
+        let (current, persisted) = match self.inference.as_mut() {
+            Some(i) => (i.server.take(), std::mem::take(&mut i.persisted)),
+            None => (None, Vec::new()),
+        };
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+        let worker = tokio::task::spawn_blocking(move || {
+            let mut state = (current, persisted);
+            let result = inference_request(&shared, account, model, seq, &mut state, &payload, &tx);
+            (state, result)
+        });
+        let mut write_error = None;
+        while let Some(frame) = rx.recv().await {
+            if let Err(e) = self.write(&frame).await {
+                write_error = Some(e);
+                break;
+            }
+        }
+        drop(rx);
+        let ((server, persisted), result) = worker
+            .await
+            .map_err(|e| ServerError::Internal(format!("inference worker failed: {e}")))?;
+        if let Some(i) = self.inference.as_mut() {
+            // A failed request may have left a round half done: the role keeps its own
+            // consistency (a refused message changes nothing), so it stays in place.
+            i.server = server;
+            i.persisted = persisted;
+        }
+        if let Some(e) = write_error {
+            return Err(e);
+        }
+        result?;
+        self.send(seq, &Response::InferenceDone { model }).await
     }
 
     /// One `Train` request: applies the message, streams the replies and the per-sample
@@ -679,6 +763,9 @@ impl Conn {
         if self.training.as_ref().map(|t| t.model) != Some(model) {
             // Switching models rolls back an unfinished step of the previous one.
             self.training = None;
+            if self.inference.as_ref().is_some_and(|i| i.model == model) {
+                self.inference = None;
+            }
             // Ownership first, so another account's model reads as absent, never as busy.
             blocking({
                 let shared = shared.clone();
@@ -932,6 +1019,107 @@ fn step(
         shared.with_store(|s| s.commit_step(account, model, before, server.step(), &state))?;
     }
     Ok(server.step())
+}
+
+/// The model's committed weights with zero biases: what the inference role computes with.
+fn committed_weights(
+    shared: &Shared,
+    account: AccountId,
+    model: ModelId,
+) -> Result<sphinx_nn::model::Model> {
+    let stored = shared.with_store(|s| s.load(account, model))?;
+    let setup = decode_setup(&stored.setup, stored.setup.len())?;
+    let spec = setup.model.clone();
+    let server = Server::restore(setup, &stored.state, &mut rand::rng())?;
+    Ok(model_with_weights(&spec, server.weights())?)
+}
+
+/// The blocking part of an `Inference` request. `state` is the connection's inference role
+/// and the snapshot bytes last persisted; both are updated in place.
+fn inference_request(
+    shared: &Shared,
+    account: AccountId,
+    model: ModelId,
+    seq: u64,
+    state: &mut (Option<Box<InferenceServer>>, Vec<u8>),
+    payload: &[u8],
+    tx: &mpsc::Sender<Vec<u8>>,
+) -> Result<()> {
+    let max = shared.limits.max_frame;
+    let (slot, persisted) = state;
+    let msg = match decode_inference_setup(payload, max) {
+        Ok(setup) => {
+            // A new setup starts a new session (new client key): earlier rounds are void.
+            *slot = None;
+            let weights = committed_weights(shared, account, model)?;
+            *slot = Some(Box::new(InferenceServer::new(
+                &weights,
+                setup,
+                rand::rng(),
+            )?));
+            None
+        }
+        Err(setup_error) => {
+            if slot.is_none() {
+                // Resume the session persisted by an earlier connection or server process.
+                let stored = shared.with_store(|s| s.get_blob(account, model, INFERENCE_BLOB));
+                let Ok(bytes) = stored else {
+                    return Err(ServerError::Protocol(setup_error));
+                };
+                let weights = committed_weights(shared, account, model)?;
+                *slot = Some(Box::new(InferenceServer::restore(
+                    &bytes,
+                    bytes.len(),
+                    &weights,
+                    rand::rng(),
+                )?));
+                *persisted = bytes;
+            }
+            let server = slot
+                .as_ref()
+                .ok_or_else(|| ServerError::Internal("no inference role".into()))?;
+            Some(InferenceClientMessage::decode(
+                server.params(),
+                payload,
+                max,
+            )?)
+        }
+    };
+    let server = slot
+        .as_mut()
+        .ok_or_else(|| ServerError::Internal("no inference role".into()))?;
+    let online = msg
+        .as_ref()
+        .is_some_and(|m| m.kind() == InferenceKind::OnlineInput);
+    let broken = || ServerError::Io(std::io::ErrorKind::BrokenPipe.into());
+    let params = server.params().clone();
+    let send = |reply: sphinx_protocol::inference::messages::InferenceServerMessage| {
+        let frame = Response::Inference {
+            model,
+            payload: reply.encode(&params)?,
+        }
+        .to_frame(seq)?;
+        tx.blocking_send(frame).map_err(|_| broken())
+    };
+    if let Some(msg) = msg {
+        for reply in server.handle(msg)? {
+            send(reply)?;
+        }
+        while let Some(reply) = server.poll()? {
+            send(reply)?;
+        }
+    }
+    // Online queries are not persisted one by one (a database write per query would
+    // dominate the latency); see docs/operations.md for what a restart forgets.
+    if !online {
+        let snapshot = server.snapshot()?;
+        if snapshot != *persisted {
+            let quota = shared.limits.account_quota;
+            shared.with_store(|s| s.put_blob(account, model, INFERENCE_BLOB, &snapshot, quota))?;
+            *persisted = snapshot;
+        }
+    }
+    Ok(())
 }
 
 /// A server running on its own thread and runtime: for an in-process server (the demo,

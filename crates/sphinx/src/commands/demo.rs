@@ -5,9 +5,9 @@
 //! held-out digits with the private inference protocol; then it prints a summary and
 //! writes a report folder (JSON and PNG plots).
 //!
-//! Private inference runs through `sphinx_protocol::inference` with client and server
-//! roles in this process (the network server does not serve inference yet); its online
-//! latency is measured per query without a network hop.
+//! Private inference runs over the same TLS connection
+//! (`sphinx_client::remote_infer::RemoteInference` against the in-process server), so its
+//! online latency per query includes the loopback TLS round trips.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,13 +20,10 @@ use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
 use sphinx_client::connection::Connection;
 use sphinx_client::data;
+use sphinx_client::remote_infer::RemoteInference;
 use sphinx_client::report;
 use sphinx_client::store::{ClientDir, Profile, StepRecord};
-use sphinx_protocol::inference::{
-    FixedPoint, InferenceClient, InferenceSession, biases_of, inference_parameters,
-};
-use sphinx_protocol::messages::Direction;
-use sphinx_protocol::wire::AccountName;
+use sphinx_protocol::wire::{AccountName, ModelId};
 use sphinx_server::{Registration, ServerConfig, ServerHandle};
 
 use super::client::{DirArg, TrainArgs, open_or_create, run_steps, write_export};
@@ -184,29 +181,20 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
     let epsilon = trainer.client().ledger().spent()?.epsilon.get();
     let history: Vec<StepRecord> = trainer.progress().history.clone();
     let model = trainer.export()?;
-    drop(trainer);
-    server.shutdown()?;
+    let conn = trainer.into_connection();
     write_export(&model, &record, &a.report.join("model"))?;
 
     // 4. Private inference on the held-out digits.
     let split = data::load("bundled", None, a.test_subset)?;
     let mut test = split.test;
     data::standardize(&mut test, record.standardize);
-    let params = inference_parameters().build()?;
-    let (client, setup) = InferenceClient::new(
-        params,
-        model.spec().clone(),
-        biases_of(&model),
-        FixedPoint::default(),
-        rng(a.insecure_seed, 11),
-    )?;
-    let mut session = InferenceSession::new(client, setup, &model, rng(a.insecure_seed, 12))?;
+    let model_id = ModelId(record.server_model);
+    let mut session = RemoteInference::new(conn, model_id, &model, rng(a.insecure_seed, 11))?;
     eprintln!(
         "private inference: preprocessing masks for {} queries",
         test.len()
     );
     session.preprocess(test.len())?;
-    let online_before = session.traffic().online_bytes();
     let mut predicted = Vec::with_capacity(test.len());
     for row in test.images.rows() {
         let x: Vec<f32> = row.to_vec();
@@ -228,7 +216,10 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
         .count();
     let test_accuracy = correct as f64 / queries as f64;
     let online_latency_ms = 1e3 * session.online_time().as_secs_f64() / queries as f64;
-    let inf_traffic = session.traffic();
+    let (inf_pre, inf_online) = (session.preprocessing_traffic(), session.online_traffic());
+    let inference_preprocessing_seconds = session.preprocessing_time().as_secs_f64();
+    drop(session);
+    server.shutdown()?;
     let confusion = report::confusion_matrix(&test.labels, &predicted, 10);
 
     let steps = history.len() as u64;
@@ -242,8 +233,8 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
         epsilon,
         delta: record.delta,
         train_seconds,
-        bytes_up: train_up + inf_traffic.bytes(Direction::ClientToServer),
-        bytes_down: train_down + inf_traffic.bytes(Direction::ServerToClient),
+        bytes_up: train_up + inf_pre.up + inf_online.up,
+        bytes_down: train_down + inf_pre.down + inf_online.down,
         online_latency_ms,
     };
     let summary = Summary {
@@ -260,10 +251,9 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
         seconds_per_step,
         training_bytes_up: train_up,
         training_bytes_down: train_down,
-        inference_preprocessing_seconds: session.preprocessing_time().as_secs_f64(),
-        inference_preprocessing_bytes: inf_traffic.preprocessing_bytes(),
-        inference_online_bytes_per_query: (inf_traffic.online_bytes() - online_before) as f64
-            / queries as f64,
+        inference_preprocessing_seconds,
+        inference_preprocessing_bytes: inf_pre.total(),
+        inference_online_bytes_per_query: inf_online.total() as f64 / queries as f64,
         total_seconds: started.elapsed().as_secs_f64(),
         confusion_matrix: confusion.clone(),
     };
