@@ -64,6 +64,7 @@
 pub mod accounting;
 pub mod client;
 pub mod client_state;
+mod codec;
 pub mod error;
 pub mod inference;
 pub mod messages;

@@ -35,6 +35,7 @@ use sphinx_he::{
 };
 use sphinx_nn::model::ModelSpec;
 
+use crate::codec::{Cursor, malformed};
 use crate::error::{ProtocolError, Result};
 
 /// The wire-format version this crate speaks.
@@ -466,64 +467,7 @@ impl ServerMessage {
     }
 }
 
-fn malformed(reason: impl Into<String>) -> ProtocolError {
-    ProtocolError::Malformed(reason.into())
-}
-
-/// A bounds-checked cursor over a message body.
-struct Cursor<'a> {
-    bytes: &'a [u8],
-}
-
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if n > self.bytes.len() {
-            return Err(malformed(format!(
-                "truncated: {n} bytes needed, {} left",
-                self.bytes.len()
-            )));
-        }
-        let (head, tail) = self.bytes.split_at(n);
-        self.bytes = tail;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
-    /// A count of items of at least `min_item` bytes each, bounded by what is left.
-    fn count(&mut self, min_item: usize) -> Result<usize> {
-        let n = self.u32()? as usize;
-        if n.saturating_mul(min_item.max(1)) > self.bytes.len() {
-            return Err(malformed(format!("count {n} exceeds the bytes left")));
-        }
-        Ok(n)
-    }
-
-    fn object(&mut self) -> Result<&'a [u8]> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-
     fn f32s(&mut self) -> Result<Vec<f32>> {
         let n = self.count(4)?;
         let raw = self.take(4 * n)?;
@@ -548,14 +492,6 @@ impl<'a> Cursor<'a> {
         let layer = self.u16()?;
         let cts = self.cts(params)?;
         Ok(CtBatch { step, layer, cts })
-    }
-
-    fn finish(&self) -> Result<()> {
-        if self.bytes.is_empty() {
-            Ok(())
-        } else {
-            Err(malformed(format!("{} trailing bytes", self.bytes.len())))
-        }
     }
 }
 

@@ -82,6 +82,7 @@
 use rand::{CryptoRng, RngCore};
 use zeroize::Zeroize;
 
+use crate::codec::{Cursor, malformed};
 use crate::error::{ProtocolError, Result};
 
 /// Frame magic.
@@ -112,10 +113,6 @@ pub const MAX_ERROR_LEN: usize = 1024;
 
 /// Bytes of an access token.
 pub const TOKEN_LEN: usize = 32;
-
-fn malformed(reason: impl Into<String>) -> ProtocolError {
-    ProtocolError::Malformed(reason.into())
-}
 
 /// A model's identifier, unique on a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -629,46 +626,7 @@ impl FrameWriter {
     }
 }
 
-/// A bounds-checked reader of a frame body.
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if n > self.bytes.len() {
-            return Err(malformed(format!(
-                "truncated: {n} bytes needed, {} left",
-                self.bytes.len()
-            )));
-        }
-        let (head, tail) = self.bytes.split_at(n);
-        self.bytes = tail;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
+impl Cursor<'_> {
     fn model(&mut self) -> Result<ModelId> {
         Ok(ModelId(self.u64()?))
     }
@@ -699,19 +657,11 @@ impl<'a> Reader<'a> {
         self.bytes = &[];
         out
     }
-
-    fn finish(&self) -> Result<()> {
-        if self.bytes.is_empty() {
-            Ok(())
-        } else {
-            Err(malformed(format!("{} trailing bytes", self.bytes.len())))
-        }
-    }
 }
 
 /// Checks the header of a frame body; returns the kind, the sequence number and the payload.
-fn open(body: &[u8]) -> Result<(u8, u64, Reader<'_>)> {
-    let mut r = Reader { bytes: body };
+fn open(body: &[u8]) -> Result<(u8, u64, Cursor<'_>)> {
+    let mut r = Cursor::new(body);
     if r.array::<4>()? != WIRE_MAGIC {
         return Err(malformed("not a Sphinx wire frame (magic)"));
     }
@@ -854,7 +804,7 @@ fn put_info(w: &mut FrameWriter, m: &ModelInfo) -> Result<()> {
     Ok(())
 }
 
-fn get_info(r: &mut Reader<'_>) -> Result<ModelInfo> {
+fn get_info(r: &mut Cursor<'_>) -> Result<ModelInfo> {
     let model = r.model()?;
     let committed_step = r.u64()?;
     let stored_bytes = r.u64()?;

@@ -29,6 +29,7 @@ use sphinx_he::bfv::{BfvParameters, BfvParametersLiteral};
 use sphinx_he::serialization::Serializable;
 use sphinx_he::{Ciphertext, PublicKey, SecurityLevel};
 
+use crate::codec::{Cursor, malformed};
 use crate::error::{ProtocolError, Result};
 use crate::inference::FixedPoint;
 use crate::messages::{ENVELOPE_LEN, MAGIC, PROTOCOL_VERSION};
@@ -232,10 +233,6 @@ fn invalid(kind: InferenceKind, reason: impl Into<String>) -> ProtocolError {
         kind,
         reason: reason.into(),
     }
-}
-
-fn malformed(reason: impl Into<String>) -> ProtocolError {
-    ProtocolError::Malformed(reason.into())
 }
 
 /// Bits per packed residue: `⌈log2 p⌉`.
@@ -470,7 +467,7 @@ impl InferenceClientMessage {
                 let round = c.u64()?;
                 let layer = c.u16()?;
                 let first = c.u32()?;
-                let cts = c.cts(params)?;
+                let cts = c.bfv_cts(params)?;
                 Self::PreprocessInput(PreprocessInput {
                     round,
                     layer,
@@ -558,7 +555,7 @@ impl InferenceServerMessage {
                 let layer = c.u16()?;
                 let layer_version = c.u64()?;
                 let first = c.u32()?;
-                let cts = c.cts(params)?;
+                let cts = c.bfv_cts(params)?;
                 Self::PreprocessOutput(PreprocessOutput {
                     round,
                     layer,
@@ -632,61 +629,8 @@ pub fn decode_inference_setup(bytes: &[u8], limit: usize) -> Result<InferenceSet
     })
 }
 
-/// A bounds-checked cursor over a message body.
-pub(crate) struct Cursor<'a> {
-    pub(crate) bytes: &'a [u8],
-}
-
 impl<'a> Cursor<'a> {
-    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if n > self.bytes.len() {
-            return Err(malformed(format!(
-                "truncated: {n} bytes needed, {} left",
-                self.bytes.len()
-            )));
-        }
-        let (head, tail) = self.bytes.split_at(n);
-        self.bytes = tail;
-        Ok(head)
-    }
-
-    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    pub(crate) fn u8(&mut self) -> Result<u8> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    pub(crate) fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-
-    pub(crate) fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    pub(crate) fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
-    /// A count of items of at least `min_item` bytes each, bounded by what is left.
-    pub(crate) fn count(&mut self, min_item: usize) -> Result<usize> {
-        let n = self.u32()? as usize;
-        if n.saturating_mul(min_item.max(1)) > self.bytes.len() {
-            return Err(malformed(format!("count {n} exceeds the bytes left")));
-        }
-        Ok(n)
-    }
-
-    pub(crate) fn object(&mut self) -> Result<&'a [u8]> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-
-    fn cts(&mut self, params: &Arc<BfvParameters>) -> Result<Vec<Ciphertext>> {
+    fn bfv_cts(&mut self, params: &Arc<BfvParameters>) -> Result<Vec<Ciphertext>> {
         let n = self.count(4)?;
         let rlwe = params.rlwe();
         let mut out = Vec::with_capacity(n);
@@ -729,14 +673,6 @@ impl<'a> Cursor<'a> {
             model_version,
             layer_versions,
         })
-    }
-
-    pub(crate) fn finish(&self) -> Result<()> {
-        if self.bytes.is_empty() {
-            Ok(())
-        } else {
-            Err(malformed(format!("{} trailing bytes", self.bytes.len())))
-        }
     }
 }
 

@@ -12,10 +12,11 @@ use sphinx_he::{Ciphertext, Evaluator};
 use sphinx_nn::layers::Layer;
 use sphinx_nn::model::Model;
 
+use crate::codec::Cursor;
 use crate::error::{ProtocolError, Result};
 use crate::inference::messages::{
-    Cursor, InferenceClientMessage, InferenceKind, InferenceServerMessage, InferenceSetup,
-    OnlineValues, PreprocessInput, PreprocessOutput, PreprocessStart, Ready, Stale,
+    InferenceClientMessage, InferenceKind, InferenceServerMessage, InferenceSetup, OnlineValues,
+    PreprocessInput, PreprocessOutput, PreprocessStart, Ready, Stale,
 };
 use crate::inference::{CHUNK, FixedPoint, Prf, quantize, stream_of};
 use crate::plan::LayerPlan;

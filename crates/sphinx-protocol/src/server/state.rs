@@ -13,6 +13,7 @@ use sphinx_he::Ciphertext;
 use sphinx_he::serialization::Serializable;
 
 use super::{Expect, Server};
+use crate::codec::Cursor;
 use crate::error::{ProtocolError, Result};
 use crate::messages::Setup;
 
@@ -30,29 +31,6 @@ fn u32_of(v: usize) -> Result<[u8; 4]> {
     u32::try_from(v)
         .map(u32::to_le_bytes)
         .map_err(|_| malformed(format!("{v} does not fit u32")))
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if n > self.0.len() {
-            return Err(malformed("truncated"));
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn u32(&mut self) -> Result<usize> {
-        Ok(u32::from_le_bytes(self.array()?) as usize)
-    }
 }
 
 impl Server {
@@ -110,7 +88,7 @@ impl Server {
         rng: &mut R,
     ) -> Result<Self> {
         let mut server = Self::new(setup, rng)?;
-        let mut r = Reader(state);
+        let mut r = Cursor::new(state);
         if r.array::<4>()? != STATE_MAGIC {
             return Err(malformed("magic"));
         }
@@ -121,12 +99,12 @@ impl Server {
             )));
         }
         let step = u64::from_le_bytes(r.array()?);
-        if r.u32()? != server.weights.len() {
+        if (r.u32()? as usize) != server.weights.len() {
             return Err(malformed("layer count differs from the setup"));
         }
         let params = server.params.clone();
         for (w, b) in server.weights.iter_mut().zip(server.biases.iter_mut()) {
-            if (r.u32()?, r.u32()?) != w.dim() {
+            if ((r.u32()? as usize), (r.u32()? as usize)) != w.dim() {
                 return Err(malformed("weight shape differs from the setup"));
             }
             let raw = r.take(4 * w.len())?;
@@ -137,11 +115,11 @@ impl Server {
                 }
                 *dst = v;
             }
-            if r.u32()? != b.len() {
+            if (r.u32()? as usize) != b.len() {
                 return Err(malformed("bias count differs from the setup"));
             }
             for fresh in b.iter_mut() {
-                let len = r.u32()?;
+                let len = r.u32()? as usize;
                 let obj = r.take(len)?;
                 let ct = Ciphertext::from_bytes(&params, obj, obj.len())?;
                 let ratio = ct.scale() / fresh.scale();
@@ -154,7 +132,7 @@ impl Server {
                 *fresh = ct;
             }
         }
-        if !r.0.is_empty() {
+        if !r.bytes.is_empty() {
             return Err(malformed("trailing bytes"));
         }
         server.step = step;
