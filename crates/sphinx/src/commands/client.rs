@@ -103,7 +103,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 512)]
     pub batch_size: usize,
     /// SGD learning rate.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 4.0)]
     pub lr: f32,
     /// ε budget; σ is calibrated so the planned steps spend exactly this.
     #[arg(long, default_value_t = 8.0)]
@@ -112,7 +112,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1e-5)]
     pub delta: f64,
     /// Per-sample clipping norm C of the whole W-gradient.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 1.5)]
     pub clip: f64,
     /// Use this noise multiplier instead of calibrating one; the ε budget still stops
     /// training.

@@ -47,10 +47,10 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 512)]
     pub batch_size: usize,
     /// SGD learning rate.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 4.0)]
     pub lr: f32,
     /// Per-sample clipping norm.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 1.5)]
     pub clip: f64,
     /// ε budget.
     #[arg(long, default_value_t = 8.0)]
