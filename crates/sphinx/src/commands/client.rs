@@ -889,7 +889,7 @@ fn eval(a: &EvalArgs) -> anyhow::Result<ExitCode> {
                     ),
                     (
                         "online traffic",
-                        format!("{:.1} MB", report.online_bytes as f64 / 1e6)
+                        format!("{:.1} kB", report.online_bytes as f64 / 1e3)
                     ),
                 ],
             )
