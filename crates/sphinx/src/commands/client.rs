@@ -622,13 +622,8 @@ fn budget(a: &BudgetArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A trained model's record, its export (server `W`, decrypted biases) and an inference
-/// session on the same connection.
-fn open_inference(
-    dir_path: &Path,
-    name: &str,
-    seed: Option<u64>,
-) -> anyhow::Result<(ModelRecord, RemoteInference)> {
+/// The client directory and the record of model `name`, which must exist.
+fn trained_record(dir_path: &Path, name: &str) -> anyhow::Result<(ClientDir, ModelRecord)> {
     let dir = ClientDir::open(dir_path)?;
     if !dir.has_model(name) {
         bail!(
@@ -637,6 +632,17 @@ fn open_inference(
         );
     }
     let record = dir.record(name)?;
+    Ok((dir, record))
+}
+
+/// A trained model's record, its export (server `W`, decrypted biases) and an inference
+/// session on the same connection.
+fn open_inference(
+    dir_path: &Path,
+    name: &str,
+    seed: Option<u64>,
+) -> anyhow::Result<(ModelRecord, RemoteInference)> {
+    let (dir, record) = trained_record(dir_path, name)?;
     let trained = dir.progress(name)?.is_some_and(|p| p.committed.step > 0);
     if !trained {
         bail!("model {name:?} has no training step yet: run `sphinx client train --name {name}`");
@@ -726,16 +732,15 @@ struct InferReport {
 }
 
 fn infer(a: &InferArgs) -> anyhow::Result<ExitCode> {
-    let record = ClientDir::open(&a.dir.dir)?.record(&a.name);
+    let (_, record) = trained_record(&a.dir.dir, &a.name)?;
     // Check the input before any network work, so a bad file fails fast.
-    let (x, label, input) = match (&a.image, a.index, record) {
-        (_, _, Err(_)) => (Vec::new(), None, String::new()),
-        (Some(path), _, Ok(record)) => (
+    let (x, label, input) = match (&a.image, a.index) {
+        (Some(path), _) => (
             image_input(path, a.invert, &record)?,
             None,
             path.display().to_string(),
         ),
-        (None, Some(i), Ok(record)) => {
+        (None, Some(i)) => {
             let test = held_out(&a.data, None, &record)?;
             let (Some(row), Some(&l)) = (test.images.outer_iter().nth(i), test.labels.get(i))
             else {
@@ -751,7 +756,7 @@ fn infer(a: &InferArgs) -> anyhow::Result<ExitCode> {
                 format!("{} held-out #{i}", a.data),
             )
         }
-        (None, None, Ok(_)) => bail!("give an image file or --index"),
+        (None, None) => bail!("give an image file or --index"),
     };
     let (record, mut session) = open_inference(&a.dir.dir, &a.name, a.insecure_seed)?;
     session.preprocess(1)?;
@@ -813,17 +818,9 @@ fn eval(a: &EvalArgs) -> anyhow::Result<ExitCode> {
     if a.limit == 0 {
         bail!("--limit must be at least 1");
     }
-    let record = ClientDir::open(&a.dir.dir)?.record(&a.name);
-    // A missing model is reported by open_inference with its hint.
-    let test = match &record {
-        Ok(r) => Some(held_out(&a.data, Some(a.limit), r)?),
-        Err(_) => None,
-    };
+    let (_, record) = trained_record(&a.dir.dir, &a.name)?;
+    let test = held_out(&a.data, Some(a.limit), &record)?;
     let (record, mut session) = open_inference(&a.dir.dir, &a.name, a.insecure_seed)?;
-    let test = match test {
-        Some(t) => t,
-        None => held_out(&a.data, Some(a.limit), &record)?,
-    };
     eprintln!(
         "private inference: preprocessing masks for {} queries",
         test.len()
