@@ -1,6 +1,6 @@
 //! `sphinx client` against a real `sphinx server` child process over loopback TLS:
-//! init with a pinned certificate, train a few steps, resume, budget, export, budget
-//! refusal, a wrong pin.
+//! init with a pinned certificate, train a few steps, resume, budget, export, private
+//! inference (`infer`, `eval`), budget refusal, a wrong pin.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -180,6 +180,65 @@ fn init_train_resume_budget_export_and_refusal_over_tls() {
             .all(|p| p.bias().iter().all(|b| b.is_finite()))
     );
     assert!(export.join("preprocessing.json").is_file());
+
+    // Private inference over the connection: one held-out example, then a small set.
+    let o = sphinx(
+        &["client", "infer", "--name", "m", "--index", "0", "--json"],
+        &dir,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["class"].as_u64().unwrap() < 10, "{r}");
+    let p: Vec<f64> = r["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(p.len(), 10);
+    assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-3, "{r}");
+    let o = sphinx(
+        &["client", "eval", "--name", "m", "--limit", "20", "--json"],
+        &dir,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let acc = e["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc), "{e}");
+    assert_eq!(e["queries"], 20);
+    let confusion = e["confusion"].as_array().unwrap();
+    assert_eq!(confusion.len(), 10);
+    let cells: Vec<u64> = confusion
+        .iter()
+        .flat_map(|row| {
+            let row = row.as_array().unwrap();
+            assert_eq!(row.len(), 10);
+            row.iter().map(|v| v.as_u64().unwrap()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(cells.iter().sum::<u64>(), 20);
+    let diagonal: u64 = (0..10).map(|i| cells[i * 11]).sum();
+    assert!((acc - diagonal as f64 / 20.0).abs() < 1e-9, "{e}");
+    assert!(e["online_latency_ms"].as_f64().unwrap() > 0.0, "{e}");
+
+    // Clear refusals, before anything is sent.
+    let o = sphinx(
+        &["client", "infer", "--name", "m", "--index", "99999"],
+        &dir,
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("out of range"), "{}", text(&o));
+    let pgm = tmp.path().join("wide.pgm");
+    std::fs::write(&pgm, [b"P5 30 20 255\n".as_slice(), &[0u8; 600]].concat()).unwrap();
+    let o = sphinx(
+        &["client", "infer", "--name", "m", pgm.to_str().unwrap()],
+        &dir,
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("cannot be scaled"), "{}", text(&o));
+    let o = sphinx(&["client", "eval", "--name", "nope", "--limit", "5"], &dir);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("train one first"), "{}", text(&o));
 
     // A budget that one step would exceed: refused before anything is sent.
     let o = sphinx(

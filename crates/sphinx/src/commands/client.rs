@@ -1,6 +1,7 @@
 //! `sphinx client`: the data owner's side (DESIGN.md §1): `init` (server, pinned
 //! certificate, account), `train` (private DP training on a `sphinx server`, resumable),
-//! `export` (W and the decrypted b as safetensors + JSON), `budget` (ε spent and left).
+//! `export` (W and the decrypted b as safetensors + JSON), `budget` (ε spent and left),
+//! `infer` and `eval` (private inference on the server: one image or a held-out set).
 //!
 //! Everything the client keeps lives in `--dir` (default `~/.sphinx-client`); see
 //! `sphinx_client::store` for the layout and its permissions.
@@ -13,11 +14,14 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::RngCore;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
 use sphinx_client::ClientError;
 use sphinx_client::connection::{Connection, parse_fingerprint};
 use sphinx_client::data;
 use sphinx_client::remote::{RemoteTrainer, dp_event};
+use sphinx_client::remote_infer::RemoteInference;
 use sphinx_client::store::{ClientDir, ModelRecord, ModelSecrets, Profile};
 use sphinx_dp::{Delta, Epsilon, RdpAccountant, SampleRate, calibrate_noise};
 use sphinx_protocol::ProtocolError;
@@ -34,6 +38,10 @@ pub enum ClientCommand {
     Export(ExportArgs),
     /// ε spent and left for a model.
     Budget(BudgetArgs),
+    /// Classify one image (or one held-out example) by private inference on the server.
+    Infer(InferArgs),
+    /// Accuracy and confusion matrix over held-out examples by private inference.
+    Eval(EvalArgs),
 }
 
 /// Where the client keeps its state.
@@ -155,6 +163,56 @@ pub struct BudgetArgs {
     pub json: bool,
 }
 
+/// Arguments of `sphinx client infer`.
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// The model.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// A PNG or PGM image (resized to the model's input when the aspect ratio matches).
+    #[arg(conflicts_with = "index", required_unless_present = "index")]
+    pub image: Option<PathBuf>,
+    /// Classify held-out example N of --data instead of an image.
+    #[arg(long)]
+    pub index: Option<usize>,
+    /// Held-out examples for --index: `bundled`, `fashion-mnist`, or a directory of IDX files.
+    #[arg(long, default_value = "bundled")]
+    pub data: String,
+    /// Invert the image first (dark digit on a light background, unlike MNIST).
+    #[arg(long, requires = "image")]
+    pub invert: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Reproducible inference masks from this seed: experiments and tests only.
+    #[arg(long, hide = true)]
+    pub insecure_seed: Option<u64>,
+}
+
+/// Arguments of `sphinx client eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// The model.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Held-out examples: `bundled`, `fashion-mnist`, or a directory of IDX files.
+    #[arg(long, default_value = "bundled")]
+    pub data: String,
+    /// Classify the first N held-out examples.
+    #[arg(long, default_value_t = 500)]
+    pub limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Reproducible inference masks from this seed: experiments and tests only.
+    #[arg(long, hide = true)]
+    pub insecure_seed: Option<u64>,
+}
+
 /// Reconnections `train` attempts after losing the server mid-training.
 const RECONNECT_ATTEMPTS: u32 = 5;
 /// Seconds between them.
@@ -181,6 +239,8 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Train(a) => train(&a),
         ClientCommand::Export(a) => export(&a),
         ClientCommand::Budget(a) => budget(&a),
+        ClientCommand::Infer(a) => infer(&a),
+        ClientCommand::Eval(a) => eval(&a),
     }
 }
 
@@ -557,6 +617,284 @@ fn budget(a: &BudgetArgs) -> anyhow::Result<ExitCode> {
                     ),
                 ],
             )
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The client directory and the record of model `name`, which must exist.
+fn trained_record(dir_path: &Path, name: &str) -> anyhow::Result<(ClientDir, ModelRecord)> {
+    let dir = ClientDir::open(dir_path)?;
+    if !dir.has_model(name) {
+        bail!(
+            "no model {name:?} in {}: train one first with `sphinx client train --name {name}`",
+            dir_path.display()
+        );
+    }
+    let record = dir.record(name)?;
+    Ok((dir, record))
+}
+
+/// A trained model's record, its export (server `W`, decrypted biases) and an inference
+/// session on the same connection.
+fn open_inference(
+    dir_path: &Path,
+    name: &str,
+    seed: Option<u64>,
+) -> anyhow::Result<(ModelRecord, RemoteInference)> {
+    let (dir, record) = trained_record(dir_path, name)?;
+    let trained = dir.progress(name)?.is_some_and(|p| p.committed.step > 0);
+    if !trained {
+        bail!("model {name:?} has no training step yet: run `sphinx client train --name {name}`");
+    }
+    let conn = connect(&dir)?;
+    let train = training_data(&record)?;
+    let mut trainer = RemoteTrainer::resume(dir, conn, name, train)?;
+    let model = trainer.export()?;
+    let conn = trainer.into_connection();
+    let rng = match seed {
+        Some(s) => ChaCha20Rng::seed_from_u64(s),
+        None => ChaCha20Rng::from_os_rng(),
+    };
+    let session = RemoteInference::new(conn, record.model_id(), &model, rng)
+        .context("opening an inference session")?;
+    Ok((record, session))
+}
+
+/// Held-out examples of `source`, standardized as the model was trained.
+fn held_out(
+    source: &str,
+    limit: Option<usize>,
+    record: &ModelRecord,
+) -> anyhow::Result<sphinx_nn::data::Dataset> {
+    let input = record
+        .preset
+        .parse::<sphinx_nn::presets::Preset>()?
+        .spec()
+        .input;
+    let mut test = data::load(source, None, limit)?.test;
+    if test.shape != input {
+        bail!(
+            "model {:?} expects {} inputs but {source} has {} images",
+            record.name,
+            input,
+            test.shape
+        );
+    }
+    data::standardize(&mut test, record.standardize);
+    Ok(test)
+}
+
+/// An image file as the model's input row: resized, optionally inverted, standardized.
+fn image_input(path: &Path, invert: bool, record: &ModelRecord) -> anyhow::Result<Vec<f32>> {
+    let input = record
+        .preset
+        .parse::<sphinx_nn::presets::Preset>()?
+        .spec()
+        .input;
+    if input.channels != 1 {
+        bail!(
+            "model {:?} expects {} inputs; only greyscale models take image files",
+            record.name,
+            input
+        );
+    }
+    let img = sphinx_client::image::read(path)?;
+    // Width × height must match up to scale, so resizing never distorts the digit.
+    if img.width * input.height != img.height * input.width {
+        bail!(
+            "{}: {}×{} pixels cannot be scaled to the model's {}×{} input",
+            path.display(),
+            img.width,
+            img.height,
+            input.width,
+            input.height
+        );
+    }
+    let img = img.resized(input.width, input.height);
+    let (mean, std) = record.standardize.map_or((0.0, 1.0), |[m, s]| (m, s));
+    Ok(img
+        .pixels
+        .iter()
+        .map(|&v| if invert { 1.0 - v } else { v })
+        .map(|v| (v - mean) / std)
+        .collect())
+}
+
+#[derive(Debug, Serialize)]
+struct InferReport {
+    model: String,
+    input: String,
+    label: Option<u8>,
+    class: usize,
+    probabilities: Vec<f32>,
+    online_latency_ms: f64,
+}
+
+fn infer(a: &InferArgs) -> anyhow::Result<ExitCode> {
+    let (_, record) = trained_record(&a.dir.dir, &a.name)?;
+    // Check the input before any network work, so a bad file fails fast.
+    let (x, label, input) = match (&a.image, a.index) {
+        (Some(path), _) => (
+            image_input(path, a.invert, &record)?,
+            None,
+            path.display().to_string(),
+        ),
+        (None, Some(i)) => {
+            let test = held_out(&a.data, None, &record)?;
+            let (Some(row), Some(&l)) = (test.images.outer_iter().nth(i), test.labels.get(i))
+            else {
+                bail!(
+                    "--index {i} is out of range: {} has {} held-out examples",
+                    a.data,
+                    test.len()
+                );
+            };
+            (
+                row.iter().copied().collect(),
+                Some(l),
+                format!("{} held-out #{i}", a.data),
+            )
+        }
+        (None, None) => bail!("give an image file or --index"),
+    };
+    let (record, mut session) = open_inference(&a.dir.dir, &a.name, a.insecure_seed)?;
+    session.preprocess(1)?;
+    let logits = session.query(&x)?;
+    let probabilities = sphinx_client::remote_infer::probabilities(&logits);
+    let class = sphinx_client::remote_infer::argmax(&logits);
+    let report = InferReport {
+        model: record.name.clone(),
+        input,
+        label,
+        class,
+        probabilities,
+        online_latency_ms: 1e3 * session.online_time().as_secs_f64(),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let mut rows = vec![("predicted class", report.class.to_string())];
+        if let Some(l) = report.label {
+            rows.push(("true label", l.to_string()));
+        }
+        let probs: Vec<(String, String)> = report
+            .probabilities
+            .iter()
+            .enumerate()
+            .map(|(c, p)| (format!("P(class {c})"), format!("{p:.4}")))
+            .collect();
+        let mut all: Vec<(&str, String)> = rows;
+        all.extend(probs.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        all.push((
+            "online latency",
+            format!("{:.1} ms", report.online_latency_ms),
+        ));
+        print!(
+            "{}",
+            sphinx_client::report::table(
+                &format!("private inference: {} on {}", report.model, report.input),
+                &all
+            )
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Serialize)]
+struct EvalReport {
+    model: String,
+    data: String,
+    queries: usize,
+    accuracy: f64,
+    confusion: Vec<Vec<u64>>,
+    online_latency_ms: f64,
+    preprocessing_seconds: f64,
+    preprocessing_bytes: u64,
+    online_bytes: u64,
+}
+
+fn eval(a: &EvalArgs) -> anyhow::Result<ExitCode> {
+    if a.limit == 0 {
+        bail!("--limit must be at least 1");
+    }
+    let (_, record) = trained_record(&a.dir.dir, &a.name)?;
+    let test = held_out(&a.data, Some(a.limit), &record)?;
+    let (record, mut session) = open_inference(&a.dir.dir, &a.name, a.insecure_seed)?;
+    eprintln!(
+        "private inference: preprocessing masks for {} queries",
+        test.len()
+    );
+    session.preprocess(test.len())?;
+    let bar = ProgressBar::with_draw_target(Some(test.len() as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} query {pos}/{len} {msg} ETA {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    let mut predicted = Vec::with_capacity(test.len());
+    let (mut correct, mut classes) = (0usize, 0usize);
+    for (row, &label) in test.images.outer_iter().zip(&test.labels) {
+        let x: Vec<f32> = row.iter().copied().collect();
+        let logits = session.query(&x)?;
+        classes = logits.len();
+        let p = sphinx_client::remote_infer::argmax(&logits);
+        correct += usize::from(p == usize::from(label));
+        predicted.push(p);
+        bar.set_message(format!(
+            "accuracy {:.1}%",
+            100.0 * correct as f64 / predicted.len() as f64
+        ));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let queries = predicted.len();
+    let report = EvalReport {
+        model: record.name.clone(),
+        data: a.data.clone(),
+        queries,
+        accuracy: correct as f64 / queries.max(1) as f64,
+        confusion: sphinx_client::report::confusion_matrix(&test.labels, &predicted, classes),
+        online_latency_ms: 1e3 * session.online_time().as_secs_f64() / queries.max(1) as f64,
+        preprocessing_seconds: session.preprocessing_time().as_secs_f64(),
+        preprocessing_bytes: session.preprocessing_traffic().total(),
+        online_bytes: session.online_traffic().total(),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!(
+            "{}",
+            sphinx_client::report::table(
+                &format!(
+                    "private inference: {} on {} held-out examples of {}",
+                    report.model, queries, report.data
+                ),
+                &[
+                    ("accuracy", format!("{:.2}%", 100.0 * report.accuracy)),
+                    (
+                        "online latency per query",
+                        format!("{:.1} ms", report.online_latency_ms)
+                    ),
+                    (
+                        "preprocessing",
+                        format!(
+                            "{:.1} s, {:.1} MB",
+                            report.preprocessing_seconds,
+                            report.preprocessing_bytes as f64 / 1e6
+                        )
+                    ),
+                    (
+                        "online traffic",
+                        format!("{:.1} kB", report.online_bytes as f64 / 1e3)
+                    ),
+                ],
+            )
+        );
+        println!("\nconfusion matrix (rows: true label, columns: predicted):");
+        print!(
+            "{}",
+            sphinx_client::report::confusion_text(&report.confusion)
         );
     }
     Ok(ExitCode::SUCCESS)
