@@ -556,6 +556,26 @@ impl Conn {
             .ok_or_else(|| ServerError::Internal("unauthenticated request".into()))
     }
 
+    /// Takes `model`'s lease for this connection. Ownership is checked first, so another
+    /// account's model reads as absent, never as busy; a role this connection already
+    /// plays on `model` is released first (rolling back an unfinished training step), since
+    /// training and inference share the lease.
+    async fn claim(&mut self, account: AccountId, model: ModelId) -> Result<Lease> {
+        if self.training.as_ref().is_some_and(|t| t.model == model) {
+            self.training = None;
+        }
+        if self.inference.as_ref().is_some_and(|i| i.model == model) {
+            self.inference = None;
+        }
+        let shared = self.shared.clone();
+        blocking({
+            let shared = shared.clone();
+            move || shared.with_store(|s| s.summary(account, model))
+        })
+        .await?;
+        Lease::take(&shared, model)
+    }
+
     /// Requests answered by one response.
     async fn simple(&mut self, req: Request) -> Result<Response> {
         let shared = self.shared.clone();
@@ -662,20 +682,8 @@ impl Conn {
             }
             Request::Delete { model } => {
                 let account = self.account()?;
-                if self.training.as_ref().is_some_and(|t| t.model == model) {
-                    self.training = None;
-                }
-                if self.inference.as_ref().is_some_and(|i| i.model == model) {
-                    self.inference = None;
-                }
-                // Ownership first (another account's model reads as absent, never busy);
-                // holding the lease keeps a trainer from starting on a model being deleted.
-                blocking({
-                    let shared = shared.clone();
-                    move || shared.with_store(|s| s.summary(account, model))
-                })
-                .await?;
-                let lease = Lease::take(&shared, model)?;
+                // Holding the lease keeps a trainer from starting on a model being deleted.
+                let lease = self.claim(account, model).await?;
                 blocking(move || shared.with_store(|s| s.delete_model(account, model))).await?;
                 drop(lease);
                 Ok(Response::Deleted { model })
@@ -698,16 +706,7 @@ impl Conn {
             self.inference = None;
             // The lease is shared with training: running inference on the model this
             // connection trains rolls back its unfinished step.
-            if self.training.as_ref().is_some_and(|t| t.model == model) {
-                self.training = None;
-            }
-            // Ownership first, so another account's model reads as absent, never as busy.
-            blocking({
-                let shared = shared.clone();
-                move || shared.with_store(|s| s.summary(account, model))
-            })
-            .await?;
-            let lease = Lease::take(&shared, model)?;
+            let lease = self.claim(account, model).await?;
             self.inference = Some(Inferring {
                 model,
                 _lease: lease,
@@ -763,16 +762,7 @@ impl Conn {
         if self.training.as_ref().map(|t| t.model) != Some(model) {
             // Switching models rolls back an unfinished step of the previous one.
             self.training = None;
-            if self.inference.as_ref().is_some_and(|i| i.model == model) {
-                self.inference = None;
-            }
-            // Ownership first, so another account's model reads as absent, never as busy.
-            blocking({
-                let shared = shared.clone();
-                move || shared.with_store(|s| s.summary(account, model))
-            })
-            .await?;
-            let lease = Lease::take(&shared, model)?;
+            let lease = self.claim(account, model).await?;
             let server = load(shared.clone()).await?;
             self.training = Some(Training {
                 model,
