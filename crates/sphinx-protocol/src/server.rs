@@ -21,7 +21,7 @@ use crate::accounting::{Phase, PhaseTimes};
 use crate::error::{ProtocolError, Result};
 use crate::messages::{
     ClientMessage, CtBatch, MessageKind, ModelExport, NoisyGradient, ServerMessage, Setup,
-    TrainingConfig, WeightGradients,
+    TrainingConfig, WeightGradients, round_results_for_wire,
 };
 use crate::plan::LayerPlan;
 
@@ -230,13 +230,17 @@ impl Server {
         match msg {
             ClientMessage::ForwardInput(b) => {
                 let t = Instant::now();
-                let out = self.forward(b)?;
+                let mut out = self.forward(b)?;
+                round_results_for_wire(&mut out, &self.params)?;
                 self.times.add(Phase::ServerForward, t.elapsed());
                 Ok(vec![out])
             }
             ClientMessage::BackwardDelta(b) => {
                 let t = Instant::now();
-                let out = self.backward(b)?;
+                let mut out = self.backward(b)?;
+                if let Some(m) = out.as_mut() {
+                    round_results_for_wire(m, &self.params)?;
+                }
                 self.times.add(Phase::ServerBackward, t.elapsed());
                 Ok(out.into_iter().collect())
             }
@@ -322,7 +326,7 @@ impl Server {
             })
             .collect::<Result<Vec<_>>>()?;
         let cts = in_order(end - job.next, pieces)?;
-        let msg = ServerMessage::WeightGradients(WeightGradients {
+        let mut msg = ServerMessage::WeightGradients(WeightGradients {
             step: self.step,
             layer: job.layer as u16,
             first: job.next as u32,
@@ -332,6 +336,7 @@ impl Server {
         if job.next >= total {
             self.jobs.pop_front();
         }
+        round_results_for_wire(&mut msg, &self.params)?;
         self.times.add(Phase::ServerBackward, t.elapsed());
         Ok(Some(msg))
     }
