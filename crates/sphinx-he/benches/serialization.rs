@@ -11,7 +11,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use sphinx_he::serialization::{DEFAULT_SIZE_LIMIT, Serializable};
+use sphinx_he::serialization::{CompactCiphertext, DEFAULT_SIZE_LIMIT, Serializable};
 use sphinx_he::*;
 
 fn protocol_params() -> std::sync::Arc<Parameters> {
@@ -59,6 +59,36 @@ fn serialization(c: &mut Criterion) {
             })
         });
     }
+    // The same result in its compact wire form at 2^34 (what the protocol sends): the
+    // server's switch (inverse NTT, rounding, packing) and the client's lift (unpacking,
+    // lifting, NTT).
+    let compact = CompactCiphertext::from_ciphertext(&params, &result, 34).unwrap();
+    let bytes = compact.to_bytes(&params).unwrap();
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.bench_function("level0_compact34_switch_and_to_bytes", |b| {
+        b.iter(|| {
+            CompactCiphertext::from_ciphertext(&params, black_box(&result), 34)
+                .unwrap()
+                .to_bytes(&params)
+                .unwrap()
+        })
+    });
+    g.bench_function("level0_compact34_to_bytes", |b| {
+        b.iter(|| black_box(&compact).to_bytes(&params).unwrap())
+    });
+    g.bench_function("level0_compact34_from_bytes_and_lift", |b| {
+        b.iter(|| {
+            CompactCiphertext::from_bytes(&params, black_box(&bytes), DEFAULT_SIZE_LIMIT)
+                .unwrap()
+                .lift(&params)
+                .unwrap()
+        })
+    });
+    g.bench_function("level0_compact34_from_bytes", |b| {
+        b.iter(|| {
+            CompactCiphertext::from_bytes(&params, black_box(&bytes), DEFAULT_SIZE_LIMIT).unwrap()
+        })
+    });
     g.finish();
 }
 
