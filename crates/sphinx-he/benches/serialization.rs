@@ -2,11 +2,29 @@
 //! parameters (N = 4096, q = 41 + 29 bits, P = 39 bits, scale 2^29): the objects that
 //! dominate a training step's traffic. Throughput is in bytes of the encoding.
 //!
+//! Timed by the calling thread's CPU clock (every case is single-threaded), so that other
+//! load on a shared machine inflates the figures less than wall time would.
+//!
 //! `cargo bench -p sphinx-he --bench serialization`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
 use std::time::Duration;
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Criterion's `iter_custom` body: `iters` calls of `f`, timed by the thread's CPU clock.
+fn cpu_iter<T>(iters: u64, mut f: impl FnMut() -> T) -> Duration {
+    let start = thread_cpu();
+    for _ in 0..iters {
+        black_box(f());
+    }
+    thread_cpu() - start
+}
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rand::SeedableRng;
@@ -51,11 +69,13 @@ fn serialization(c: &mut Criterion) {
         let bytes = ct.to_bytes(&params).unwrap();
         g.throughput(Throughput::Bytes(bytes.len() as u64));
         g.bench_function(format!("{name}_to_bytes"), |b| {
-            b.iter(|| black_box(ct).to_bytes(&params).unwrap())
+            b.iter_custom(|iters| cpu_iter(iters, || black_box(ct).to_bytes(&params).unwrap()))
         });
         g.bench_function(format!("{name}_from_bytes"), |b| {
-            b.iter(|| {
-                Ciphertext::from_bytes(&params, black_box(&bytes), DEFAULT_SIZE_LIMIT).unwrap()
+            b.iter_custom(|iters| {
+                cpu_iter(iters, || {
+                    Ciphertext::from_bytes(&params, black_box(&bytes), DEFAULT_SIZE_LIMIT).unwrap()
+                })
             })
         });
     }
@@ -66,27 +86,34 @@ fn serialization(c: &mut Criterion) {
     let bytes = compact.to_bytes(&params).unwrap();
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.bench_function("level0_compact34_switch_and_to_bytes", |b| {
-        b.iter(|| {
-            CompactCiphertext::from_ciphertext(&params, black_box(&result), 34)
-                .unwrap()
-                .to_bytes(&params)
-                .unwrap()
+        b.iter_custom(|iters| {
+            cpu_iter(iters, || {
+                CompactCiphertext::from_ciphertext(&params, black_box(&result), 34)
+                    .unwrap()
+                    .to_bytes(&params)
+                    .unwrap()
+            })
         })
     });
     g.bench_function("level0_compact34_to_bytes", |b| {
-        b.iter(|| black_box(&compact).to_bytes(&params).unwrap())
+        b.iter_custom(|iters| cpu_iter(iters, || black_box(&compact).to_bytes(&params).unwrap()))
     });
     g.bench_function("level0_compact34_from_bytes_and_lift", |b| {
-        b.iter(|| {
-            CompactCiphertext::from_bytes(&params, black_box(&bytes), DEFAULT_SIZE_LIMIT)
-                .unwrap()
-                .lift(&params)
-                .unwrap()
+        b.iter_custom(|iters| {
+            cpu_iter(iters, || {
+                CompactCiphertext::from_bytes(&params, black_box(&bytes), DEFAULT_SIZE_LIMIT)
+                    .unwrap()
+                    .lift(&params)
+                    .unwrap()
+            })
         })
     });
     g.bench_function("level0_compact34_from_bytes", |b| {
-        b.iter(|| {
-            CompactCiphertext::from_bytes(&params, black_box(&bytes), DEFAULT_SIZE_LIMIT).unwrap()
+        b.iter_custom(|iters| {
+            cpu_iter(iters, || {
+                CompactCiphertext::from_bytes(&params, black_box(&bytes), DEFAULT_SIZE_LIMIT)
+                    .unwrap()
+            })
         })
     });
     g.finish();

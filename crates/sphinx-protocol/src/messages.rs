@@ -344,8 +344,8 @@ fn put_results(
 
 /// Replaces each level-0 result of `msg` by exactly what a receiver of its compact wire
 /// form decrypts (switch to `2^k` and lift back), so that a client driven in process
-/// decrypts the same values as one over the network. Idempotent: a rounded result
-/// encodes to the same bytes and decodes to itself.
+/// ([`Session`](crate::session::Session)) decrypts the same values as one over the
+/// network. Idempotent: a rounded result encodes to the same bytes and decodes to itself.
 ///
 /// # Errors
 /// [`sphinx_he::HeError`] for a result that is not at level 0 of `params`.

@@ -21,7 +21,7 @@ use crate::accounting::{Phase, PhaseTimes};
 use crate::error::{ProtocolError, Result};
 use crate::messages::{
     ClientMessage, CtBatch, MessageKind, ModelExport, NoisyGradient, ServerMessage, Setup,
-    TrainingConfig, WeightGradients, round_results_for_wire,
+    TrainingConfig, WeightGradients,
 };
 use crate::plan::LayerPlan;
 
@@ -230,17 +230,13 @@ impl Server {
         match msg {
             ClientMessage::ForwardInput(b) => {
                 let t = Instant::now();
-                let mut out = self.forward(b)?;
-                round_results_for_wire(&mut out, &self.params)?;
+                let out = self.forward(b)?;
                 self.times.add(Phase::ServerForward, t.elapsed());
                 Ok(vec![out])
             }
             ClientMessage::BackwardDelta(b) => {
                 let t = Instant::now();
-                let mut out = self.backward(b)?;
-                if let Some(m) = out.as_mut() {
-                    round_results_for_wire(m, &self.params)?;
-                }
+                let out = self.backward(b)?;
                 self.times.add(Phase::ServerBackward, t.elapsed());
                 Ok(out.into_iter().collect())
             }
@@ -326,7 +322,7 @@ impl Server {
             })
             .collect::<Result<Vec<_>>>()?;
         let cts = in_order(end - job.next, pieces)?;
-        let mut msg = ServerMessage::WeightGradients(WeightGradients {
+        let msg = ServerMessage::WeightGradients(WeightGradients {
             step: self.step,
             layer: job.layer as u16,
             first: job.next as u32,
@@ -336,7 +332,6 @@ impl Server {
         if job.next >= total {
             self.jobs.pop_front();
         }
-        round_results_for_wire(&mut msg, &self.params)?;
         self.times.add(Phase::ServerBackward, t.elapsed());
         Ok(Some(msg))
     }

@@ -152,9 +152,16 @@ fn every_message_is_versioned_and_its_size_exact() {
         check_envelope(&bytes, m.kind());
         let back = ServerMessage::decode(&params, &bytes, bytes.len()).unwrap();
         assert_eq!(back.encode(&params).unwrap(), bytes, "round trip");
-        // Level-0 results travel switched to 2^k; the server already rounded them, so the
-        // networked client decrypts exactly what the in-process one does.
-        match (m, &back) {
+        // Level-0 results travel switched to 2^k: the decoded message is exactly the one
+        // the in-process driver rounds for its client.
+        let mut rounded = m.clone();
+        sphinx_protocol::messages::round_results_for_wire(&mut rounded, &params).unwrap();
+        assert_eq!(
+            rounded.encode(&params).unwrap(),
+            bytes,
+            "rounding is idempotent"
+        );
+        match (&rounded, &back) {
             (ServerMessage::ForwardOutput(a), ServerMessage::ForwardOutput(b))
             | (ServerMessage::BackwardOutput(a), ServerMessage::BackwardOutput(b)) => {
                 assert_eq!(a, b);

@@ -156,8 +156,9 @@ pub fn compact_len(params: &Parameters, size: usize, bits: u32) -> usize {
     HEADER_LEN + PREFIX_LEN + size * packed_len(params.n(), bits)
 }
 
-/// Exact `round(c · 2^bits / q) mod 2^bits` for `c < q`, `2^bits < q`.
+/// Exact `round(c · 2^bits / q) mod 2^bits` for `c < q`, `2^bits < q < 2^62`.
 struct SwitchDown {
+    two_q: u128,
     q: u128,
     bits: u32,
     ratio: f64,
@@ -167,6 +168,7 @@ struct SwitchDown {
 impl SwitchDown {
     fn new(q: u64, bits: u32) -> Self {
         Self {
+            two_q: 2 * u128::from(q),
             q: u128::from(q),
             bits,
             ratio: 2f64.powi(bits as i32) / q as f64,
@@ -176,22 +178,22 @@ impl SwitchDown {
 
     #[inline]
     fn apply(&self, c: u64) -> u64 {
-        // round(c·2^k/q) = ⌊(c·2^{k+1} + q) / 2q⌋; the f64 estimate is within one of it
-        // for the moduli in use (a 128-bit division per coefficient would cost more than
-        // the NTT), and the loops make it exact for any input.
+        // round(c·2^k/q) = ⌊(c·2^{k+1} + q) / 2q⌋. The f64 estimate (a 128-bit division
+        // per coefficient would cost more than the NTT) is within one of it for the
+        // moduli in use, and the correction loops make it exact for any input; `t`
+        // stays below 2^{k+1} ≤ 2^62, so one 64×64-bit product checks it.
         let num = (u128::from(c) << (self.bits + 1)) + self.q;
-        let two_q = 2 * self.q;
-        let mut t = (c as f64 * self.ratio).round() as u128;
-        let mut prod = t * two_q;
+        let mut t = (c as f64 * self.ratio + 0.5) as u64;
+        let mut prod = u128::from(t) * self.two_q;
         while prod > num {
             t -= 1;
-            prod -= two_q;
+            prod -= self.two_q;
         }
-        while num - prod >= two_q {
+        while num - prod >= self.two_q {
             t += 1;
-            prod += two_q;
+            prod += self.two_q;
         }
-        (t as u64) & self.mask
+        t & self.mask
     }
 }
 
