@@ -140,6 +140,18 @@ pub enum HeError {
         /// The plaintext modulus.
         modulus: u64,
     },
+    /// A power-of-two modulus `2^bits` for a compact level-0 ciphertext outside the
+    /// useful range: at least `log2 q_0` saves nothing, and below `min` the rounding alone
+    /// would swamp a value of 1 (see `serialization::compact`).
+    #[error("compact modulus 2^{bits} is outside 2^{min} ..= 2^{max} for these parameters")]
+    InvalidCompactBits {
+        /// The requested exponent.
+        bits: u32,
+        /// The smallest exponent accepted for this ciphertext.
+        min: u32,
+        /// The largest (one less than the bit length of `q_0`).
+        max: u32,
+    },
     /// A rotation step outside `(-slots, slots)`.
     #[error("rotation by {steps} is out of range for {slots} slots")]
     InvalidRotation {

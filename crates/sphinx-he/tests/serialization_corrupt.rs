@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use sphinx_he::serialization::{HEADER_LEN, Serializable};
+use sphinx_he::serialization::{CompactCiphertext, HEADER_LEN, Serializable};
 use sphinx_he::{
     Ciphertext, Encoder, Evaluator, GaloisKeys, KeySwitchingKey, Parameters, ParametersLiteral,
     Plaintext, PublicKey, RelinearizationKey, SecretKey,
@@ -39,6 +39,9 @@ fn corpus() -> &'static Corpus {
         let seeded = sk.encrypt(&pt, &mut rng).unwrap();
         let product = eval.multiply(&fresh, &fresh).unwrap();
         let low = eval.drop_to_level(&fresh, 0).unwrap();
+        let low3 = eval.drop_to_level(&product, 0).unwrap();
+        let compact = CompactCiphertext::from_ciphertext(&params, &low, 20).unwrap();
+        let compact3 = CompactCiphertext::from_ciphertext(&params, &low3, 27).unwrap();
         let p = &params;
         // Keys assembled from polynomials have no seeds: the full key forms.
         let (b, a) = pk.polys();
@@ -57,6 +60,8 @@ fn corpus() -> &'static Corpus {
             pk.to_bytes(p).unwrap(),
             rlk.to_bytes(p).unwrap(),
             gk.to_bytes(p).unwrap(),
+            compact.to_bytes(p).unwrap(),
+            compact3.to_bytes(p).unwrap(),
         ];
         Corpus { params, samples }
     })
@@ -94,6 +99,7 @@ fn decode_all(bytes: &[u8], limit: usize) -> Result<usize, TestCaseError> {
         check_one::<PublicKey>(p, bytes, limit)?,
         check_one::<RelinearizationKey>(p, bytes, limit)?,
         check_one::<GaloisKeys>(p, bytes, limit)?,
+        check_one::<CompactCiphertext>(p, bytes, limit)?,
     ];
     Ok(accepted.iter().filter(|&&a| a).count())
 }
@@ -158,7 +164,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
 
     #[test]
-    fn mutated_encodings_never_panic(which in 0usize..10, muts in proptest::collection::vec(mutation(), 1..4), limit_shift in 0u32..24) {
+    fn mutated_encodings_never_panic(which in 0usize..12, muts in proptest::collection::vec(mutation(), 1..4), limit_shift in 0u32..24) {
         let corpus = corpus();
         let mut bytes = corpus.samples[which].clone();
         for m in &muts {
@@ -179,7 +185,7 @@ proptest! {
     }
 
     #[test]
-    fn random_payload_behind_a_valid_header_never_panics(which in 0usize..10, seed in any::<u64>()) {
+    fn random_payload_behind_a_valid_header_never_panics(which in 0usize..12, seed in any::<u64>()) {
         // Keep a valid header and replace the whole payload with noise of the right length.
         let mut bytes = corpus().samples[which].clone();
         let mut rng = ChaCha20Rng::seed_from_u64(seed);

@@ -10,10 +10,10 @@
 //! |---|---|---|
 //! | [`Setup`] | client → server | parameter literal, public key, Galois keys, model JSON, training config |
 //! | forward input `[a_l]` | client → server | step, layer, ciphertexts (seeded, top level) |
-//! | forward output `[z_l]` | server → client | step, layer, ciphertexts (level 0) |
+//! | forward output `[z_l]` | server → client | step, layer, compact ciphertexts (level 0 at `2^k`, [`result_bits`]) |
 //! | backward delta `[δ_l]` | client → server | step, layer, ciphertexts (seeded, top level): `δ` replicated (not for the first layer), then `δ` packed `R` units per ciphertext |
-//! | backward output `[Wᵀδ_l]` | server → client | step, layer, ciphertexts (level 0) |
-//! | [`WeightGradients`] | server → client | step, layer, first weight, 3-part ciphertexts (level 0) |
+//! | backward output `[Wᵀδ_l]` | server → client | step, layer, compact ciphertexts (level 0 at `2^k`) |
+//! | [`WeightGradients`] | server → client | step, layer, first weight, relinearized compact ciphertexts (level 0 at `2^k`) |
 //! | [`NoisyGradient`] | client → server | step, `f32` noisy averaged W-gradient |
 //! | model request | client → server | empty |
 //! | [`ModelExport`] | server → client | `f32` weights, bias ciphertexts |
@@ -28,7 +28,9 @@
 
 use std::sync::Arc;
 
-use sphinx_he::serialization::Serializable;
+use rayon::prelude::*;
+use sphinx_he::serialization::compact::compact_len;
+use sphinx_he::serialization::{CompactCiphertext, Serializable};
 use sphinx_he::{
     Ciphertext, GaloisKeys, Parameters, ParametersLiteral, PublicKey, RelinearizationKey,
     SecurityLevel,
@@ -190,7 +192,7 @@ pub struct WeightGradients {
     pub layer: u16,
     /// Index of the first gradient ciphertext of this chunk within the layer.
     pub first: u32,
-    /// Three-part ciphertexts at level 0.
+    /// Relinearized two-part ciphertexts at level 0 (compact on the wire).
     pub cts: Vec<Ciphertext>,
 }
 
@@ -277,6 +279,88 @@ fn put_cts(
         put_object(out, &ct.to_bytes(params)?, kind)?;
     }
     Ok(())
+}
+
+/// The exponent `k` of the power-of-two modulus `2^k` that the level-0 results of `kind`
+/// travel at (`None` for messages that carry no such results).
+///
+/// The switch adds an error of standard deviation `≈ 2^{22.4−k}` per slot of a two-part
+/// result at these parameters, whatever the value: the range `±2048` that `q_0/Δ` leaves is
+/// kept at every `k` (see `sphinx_he::serialization::compact`). So `k` is chosen by the
+/// precision each result needs, not by its range:
+/// - forward outputs `z` (pre-activations up to ±2048) and `Wᵀδ`: 34 bits, `≈ 2^{-11.6}`
+///   added to a value that already carries the CKKS noise of the product (`≈ 2^{-10}` to
+///   `2^{-14}` measured for a 576-term sum), decided by ReLU's sign and carried into the
+///   next layer;
+/// - per-sample weight gradients: 34 bits as well: each sample's error enters the
+///   clipped sum once, averaged by `q·N`. Measured with `tests/exactness.rs`: at 28 bits
+///   (error 64× larger) most weights drift beyond its 10⁻⁴ after one step; at 34 all
+///   three exactness tests pass with their tolerances unchanged.
+#[must_use]
+pub fn result_bits(kind: MessageKind) -> Option<u32> {
+    match kind {
+        MessageKind::ForwardOutput | MessageKind::BackwardOutput | MessageKind::WeightGradients => {
+            Some(34)
+        }
+        _ => None,
+    }
+}
+
+fn wire_bits(kind: MessageKind) -> Result<u32> {
+    result_bits(kind).ok_or_else(|| ProtocolError::InvalidMessage {
+        kind,
+        reason: "carries no level-0 results".into(),
+    })
+}
+
+/// Bytes of a counted list of compact level-0 results.
+fn results_len(cts: &[Ciphertext], params: &Parameters, kind: MessageKind) -> Result<usize> {
+    let bits = wire_bits(kind)?;
+    Ok(4 + cts
+        .iter()
+        .map(|ct| 4 + compact_len(params, ct.size(), bits))
+        .sum::<usize>())
+}
+
+/// Appends level-0 results in their compact form (switched to `2^k`, `k` =
+/// [`result_bits`]); no secret key involved.
+fn put_results(
+    out: &mut Vec<u8>,
+    cts: &[Ciphertext],
+    params: &Parameters,
+    kind: MessageKind,
+) -> Result<()> {
+    let bits = wire_bits(kind)?;
+    put_u32(out, cts.len(), kind)?;
+    let objects = cts
+        .par_iter()
+        .map(|ct| Ok(CompactCiphertext::from_ciphertext(params, ct, bits)?.to_bytes(params)?))
+        .collect::<Result<Vec<_>>>()?;
+    for o in &objects {
+        put_object(out, o, kind)?;
+    }
+    Ok(())
+}
+
+/// Replaces each level-0 result of `msg` by exactly what a receiver of its compact wire
+/// form decrypts (switch to `2^k` and lift back), so that a client driven in process
+/// ([`Session`](crate::session::Session)) decrypts the same values as one over the
+/// network. Idempotent: a rounded result encodes to the same bytes and decodes to itself.
+///
+/// # Errors
+/// [`sphinx_he::HeError`] for a result that is not at level 0 of `params`.
+pub fn round_results_for_wire(msg: &mut ServerMessage, params: &Parameters) -> Result<()> {
+    let kind = msg.kind();
+    let cts = match msg {
+        ServerMessage::ForwardOutput(b) | ServerMessage::BackwardOutput(b) => &mut b.cts,
+        ServerMessage::WeightGradients(g) => &mut g.cts,
+        ServerMessage::ModelExport(_) => return Ok(()),
+    };
+    let bits = wire_bits(kind)?;
+    cts.par_iter_mut().try_for_each(|ct| {
+        *ct = CompactCiphertext::from_ciphertext(params, ct, bits)?.lift(params)?;
+        Ok(())
+    })
 }
 
 fn put_f32s(out: &mut Vec<u8>, v: &[f32], kind: MessageKind) -> Result<()> {
@@ -424,8 +508,10 @@ impl ServerMessage {
     /// [`sphinx_he::HeError::ParamMismatch`] if an object belongs to other parameters.
     pub fn wire_len(&self, params: &Parameters) -> Result<usize> {
         let body = match self {
-            Self::ForwardOutput(b) | Self::BackwardOutput(b) => 8 + 2 + cts_len(&b.cts, params)?,
-            Self::WeightGradients(g) => 8 + 2 + 4 + cts_len(&g.cts, params)?,
+            Self::ForwardOutput(b) | Self::BackwardOutput(b) => {
+                8 + 2 + results_len(&b.cts, params, self.kind())?
+            }
+            Self::WeightGradients(g) => 8 + 2 + 4 + results_len(&g.cts, params, self.kind())?,
             Self::ModelExport(m) => {
                 let mut n = 4;
                 for (w, b) in m.weights.iter().zip(&m.biases) {
@@ -445,12 +531,19 @@ impl ServerMessage {
     pub fn encode(&self, params: &Parameters) -> Result<Vec<u8>> {
         let kind = self.kind();
         let body = match self {
-            Self::ForwardOutput(b) | Self::BackwardOutput(b) => batch_body(b, params, kind)?,
+            Self::ForwardOutput(b) | Self::BackwardOutput(b) => {
+                let mut out = Vec::with_capacity(8 + 2 + results_len(&b.cts, params, kind)?);
+                out.extend_from_slice(&b.step.to_le_bytes());
+                out.extend_from_slice(&b.layer.to_le_bytes());
+                put_results(&mut out, &b.cts, params, kind)?;
+                out
+            }
             Self::WeightGradients(g) => {
-                let mut out = g.step.to_le_bytes().to_vec();
+                let mut out = Vec::with_capacity(8 + 2 + 4 + results_len(&g.cts, params, kind)?);
+                out.extend_from_slice(&g.step.to_le_bytes());
                 out.extend_from_slice(&g.layer.to_le_bytes());
                 out.extend_from_slice(&g.first.to_le_bytes());
-                put_cts(&mut out, &g.cts, params, kind)?;
+                put_results(&mut out, &g.cts, params, kind)?;
                 out
             }
             Self::ModelExport(m) => {
@@ -485,6 +578,36 @@ impl<'a> Cursor<'a> {
             out.push(Ciphertext::from_bytes(params, obj, obj.len())?);
         }
         Ok(out)
+    }
+
+    /// Compact level-0 results (see [`result_bits`]), lifted back to `q_0` for decryption.
+    fn results(&mut self, params: &Arc<Parameters>, kind: MessageKind) -> Result<Vec<Ciphertext>> {
+        let bits = wire_bits(kind)?;
+        let n = self.count(4)?;
+        let mut objs = Vec::with_capacity(n);
+        for _ in 0..n {
+            objs.push(self.object()?);
+        }
+        objs.into_par_iter()
+            .map(|obj| {
+                let c = CompactCiphertext::from_bytes(params, obj, obj.len())?;
+                if c.bits() != bits {
+                    return Err(malformed(format!(
+                        "{} result at 2^{} where 2^{bits} is expected",
+                        kind.name(),
+                        c.bits()
+                    )));
+                }
+                Ok(c.lift(params)?)
+            })
+            .collect()
+    }
+
+    fn result_batch(&mut self, params: &Arc<Parameters>, kind: MessageKind) -> Result<CtBatch> {
+        let step = self.u64()?;
+        let layer = self.u16()?;
+        let cts = self.results(params, kind)?;
+        Ok(CtBatch { step, layer, cts })
     }
 
     fn batch(&mut self, params: &Arc<Parameters>) -> Result<CtBatch> {
@@ -627,13 +750,17 @@ impl ServerMessage {
     pub fn decode(params: &Arc<Parameters>, bytes: &[u8], limit: usize) -> Result<Self> {
         let (kind, mut c) = open_envelope(bytes, limit)?;
         let msg = match kind {
-            k if k == MessageKind::ForwardOutput as u8 => Self::ForwardOutput(c.batch(params)?),
-            k if k == MessageKind::BackwardOutput as u8 => Self::BackwardOutput(c.batch(params)?),
+            k if k == MessageKind::ForwardOutput as u8 => {
+                Self::ForwardOutput(c.result_batch(params, MessageKind::ForwardOutput)?)
+            }
+            k if k == MessageKind::BackwardOutput as u8 => {
+                Self::BackwardOutput(c.result_batch(params, MessageKind::BackwardOutput)?)
+            }
             k if k == MessageKind::WeightGradients as u8 => {
                 let step = c.u64()?;
                 let layer = c.u16()?;
                 let first = c.u32()?;
-                let cts = c.cts(params)?;
+                let cts = c.results(params, MessageKind::WeightGradients)?;
                 Self::WeightGradients(WeightGradients {
                     step,
                     layer,

@@ -152,6 +152,36 @@ fn every_message_is_versioned_and_its_size_exact() {
         check_envelope(&bytes, m.kind());
         let back = ServerMessage::decode(&params, &bytes, bytes.len()).unwrap();
         assert_eq!(back.encode(&params).unwrap(), bytes, "round trip");
+        // Level-0 results travel switched to 2^k: the decoded message is exactly the one
+        // the in-process driver rounds for its client.
+        let mut rounded = m.clone();
+        sphinx_protocol::messages::round_results_for_wire(&mut rounded, &params).unwrap();
+        assert_eq!(
+            rounded.encode(&params).unwrap(),
+            bytes,
+            "rounding is idempotent"
+        );
+        match (&rounded, &back) {
+            (ServerMessage::ForwardOutput(a), ServerMessage::ForwardOutput(b))
+            | (ServerMessage::BackwardOutput(a), ServerMessage::BackwardOutput(b)) => {
+                assert_eq!(a, b);
+            }
+            (ServerMessage::WeightGradients(a), ServerMessage::WeightGradients(b)) => {
+                assert_eq!(a, b);
+            }
+            _ => {}
+        }
+        if let Some(bits) = sphinx_protocol::messages::result_bits(m.kind()) {
+            assert!(bits < 41, "smaller than q_0");
+            // 2-part results at 34 bits: 4 + 28 + 10 + 2·4096·34/8 bytes each.
+            let cts = match m {
+                ServerMessage::ForwardOutput(b) | ServerMessage::BackwardOutput(b) => b.cts.len(),
+                ServerMessage::WeightGradients(g) => g.cts.len(),
+                _ => 0,
+            };
+            let per_ct = 4 + 28 + 10 + 2 * 4096 * bits as usize / 8;
+            assert!(bytes.len() >= cts * per_ct && bytes.len() < cts * per_ct + 64);
+        }
         assert!(ClientMessage::decode(&params, &bytes, bytes.len()).is_err());
         match m {
             ServerMessage::ForwardOutput(b) | ServerMessage::BackwardOutput(b) => {

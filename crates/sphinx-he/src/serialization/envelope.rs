@@ -33,6 +33,9 @@ pub enum ObjectType {
     SeededRelinKey,
     /// Galois keys with each `a_j` replaced by its seed.
     SeededGaloisKeys,
+    /// A level-0 ciphertext switched to a power-of-two modulus `2^k`, in coefficient form
+    /// (`serialization::compact`).
+    CompactCiphertext,
 }
 
 impl ObjectType {
@@ -48,6 +51,7 @@ impl ObjectType {
             Self::SeededPublicKey => 7,
             Self::SeededRelinKey => 8,
             Self::SeededGaloisKeys => 9,
+            Self::CompactCiphertext => 10,
         }
     }
 
@@ -63,6 +67,7 @@ impl ObjectType {
             7 => Self::SeededPublicKey,
             8 => Self::SeededRelinKey,
             9 => Self::SeededGaloisKeys,
+            10 => Self::CompactCiphertext,
             _ => return None,
         })
     }
@@ -80,6 +85,7 @@ impl std::fmt::Display for ObjectType {
             Self::SeededPublicKey => "seeded public key",
             Self::SeededRelinKey => "seeded relinearization key",
             Self::SeededGaloisKeys => "seeded Galois keys",
+            Self::CompactCiphertext => "compact level-0 ciphertext",
         })
     }
 }

@@ -103,6 +103,16 @@ pub enum DecodeError {
         /// RNS limb index.
         limb: usize,
     },
+    /// A compact ciphertext's power-of-two modulus is outside the accepted range.
+    #[error("compact modulus 2^{bits} is outside 2^{min} ..= 2^{max}")]
+    InvalidCompactBits {
+        /// Exponent in the payload.
+        bits: u32,
+        /// Smallest accepted for these parameters, this size and scale.
+        min: u32,
+        /// Largest accepted (one less than the bit length of `q_0`).
+        max: u32,
+    },
     /// Bytes left over after the object.
     #[error("{extra} trailing bytes after the object")]
     TrailingBytes {

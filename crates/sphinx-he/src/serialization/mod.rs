@@ -34,6 +34,7 @@
 //! | seeded public key | `L` | `b` over `QP`, 32-byte seed of `a` |
 //! | seeded relinearization key | `L` | `u16` digits, then `b_j` over `QP` and the 32-byte seed of `a_j` per digit |
 //! | seeded Galois keys | `L` | as Galois keys, with seeded digits |
+//! | compact ciphertext | 0 | `u8` size (2 or 3), `u8` `k`, `f64` scale, `size` polys of `N` `k`-bit values, coefficient domain ([`compact`]) |
 //!
 //! A fresh symmetric ciphertext is stored as `c_0` plus the 32-byte seed that
 //! regenerates `c_1` ([`expand_seed`](crate::rlwe::sampler::expand_seed)), about half
@@ -59,6 +60,7 @@
 //! [`SecretKey::expose_secret_coefficients`](crate::SecretKey::expose_secret_coefficients)).
 
 mod bits;
+pub mod compact;
 mod envelope;
 mod error;
 
@@ -89,23 +91,28 @@ pub(crate) fn write_poly<'a>(
     }
 }
 
-/// Reads one polynomial of `n` coefficients per limb over `moduli`, limb-major
-/// (limb `i` is `out[i*n..(i+1)*n]`), checking every residue.
-pub(crate) fn read_poly(
+/// Reads one polynomial of `n` coefficients per limb over `moduli` into `out` (limb-major,
+/// limb `i` is `out[i*n..(i+1)*n]`), checking every residue while unpacking, so the caller
+/// can wrap `out` without another pass.
+pub(crate) fn read_poly_into(
     r: &mut Reader<'_>,
     n: usize,
     moduli: &[u64],
     component: usize,
-) -> Result<Vec<u64>, DecodeError> {
-    let mut out = vec![0u64; n * moduli.len()];
+    out: &mut [u64],
+) -> Result<(), DecodeError> {
+    if out.len() != n * moduli.len() {
+        return Err(DecodeError::Internal("polynomial buffer shape"));
+    }
     for (limb, (&q, dst)) in moduli.iter().zip(out.chunks_exact_mut(n)).enumerate() {
         let width = residue_bits(q);
         let src = r.take(packed_len(n, width))?;
         unpack_checked(src, width, q, dst, Location { component, limb })?;
     }
-    Ok(out)
+    Ok(())
 }
 
 mod objects;
 
+pub use compact::CompactCiphertext;
 pub use objects::{DEFAULT_SIZE_LIMIT, Serializable};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use sphinx_math::{Ntt, Poly, RnsBasis};
 
 use super::envelope::{HEADER_LEN, Header, ObjectType, Reader};
-use super::{DecodeError, poly_len, read_poly, write_poly};
-use crate::error::{HeError, Result};
+use super::{DecodeError, poly_len, read_poly_into, write_poly};
+use crate::error::Result;
 use crate::params::Parameters;
 use crate::rlwe::{
     Ciphertext, GaloisKeys, KeySwitchingKey, Plaintext, PublicKey, RelinearizationKey,
@@ -55,7 +55,7 @@ pub trait Serializable: Sized {
     /// The bytes of this object under `params`.
     ///
     /// # Errors
-    /// [`HeError::ParamMismatch`] if the object belongs to other parameters.
+    /// [`HeError::ParamMismatch`](crate::HeError::ParamMismatch) if the object belongs to other parameters.
     fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>>;
 
     /// The exact length [`to_bytes`](Self::to_bytes) returns.
@@ -77,7 +77,7 @@ pub trait Serializable: Sized {
     ) -> std::result::Result<Self, DecodeError>;
 }
 
-fn write_header(
+pub(super) fn write_header(
     out: &mut Vec<u8>,
     object: ObjectType,
     params: &Parameters,
@@ -95,7 +95,7 @@ fn write_header(
 }
 
 /// Parses the header, then checks type, parameter id and level for `params`.
-fn open<'a>(
+pub(super) fn open<'a>(
     params: &Parameters,
     bytes: &'a [u8],
     limit: usize,
@@ -125,7 +125,10 @@ fn open<'a>(
     Ok((header, r))
 }
 
-fn expect_payload(header: &Header, expected: usize) -> std::result::Result<(), DecodeError> {
+pub(super) fn expect_payload(
+    header: &Header,
+    expected: usize,
+) -> std::result::Result<(), DecodeError> {
     if header.payload_len != expected as u64 {
         return Err(DecodeError::PayloadSize {
             expected: expected as u64,
@@ -135,7 +138,7 @@ fn expect_payload(header: &Header, expected: usize) -> std::result::Result<(), D
     Ok(())
 }
 
-fn read_scale(r: &mut Reader<'_>) -> std::result::Result<f64, DecodeError> {
+pub(super) fn read_scale(r: &mut Reader<'_>) -> std::result::Result<f64, DecodeError> {
     let scale = r.f64()?;
     if !(scale.is_finite() && scale > 0.0) {
         return Err(DecodeError::Malformed(
@@ -159,8 +162,11 @@ fn read_ntt_poly(
     moduli: &[u64],
     component: usize,
 ) -> std::result::Result<Poly<Ntt>, DecodeError> {
-    let data = read_poly(r, basis.n(), moduli, component)?;
-    Poly::<Ntt>::from_data(basis, data).map_err(|e| DecodeError::Rejected(HeError::Math(e)))
+    // Unpacking checks every residue against its prime: the zero polynomial it fills
+    // needs no second validation pass (`Poly::from_data` would repeat the range check).
+    let mut poly = Poly::<Ntt>::zero(basis);
+    read_poly_into(r, basis.n(), moduli, component, poly.data_mut())?;
+    Ok(poly)
 }
 
 fn basis_or_internal(

@@ -1,0 +1,386 @@
+//! Level-0 ciphertexts switched to a power-of-two modulus `2^k` for the wire.
+//!
+//! A result that its receiver will only decrypt needs far fewer bits per coefficient than
+//! `q_0` carries: the message sits in the top `log2(q_0/Δ)` bits above the scale and the
+//! noise in the low bits is already large. [`CompactCiphertext::from_ciphertext`] takes each
+//! part `c_i` of a level-0 ciphertext to the coefficient domain and keeps
+//! `c'_i = round(c_i · 2^k / q_0) mod 2^k`, packed at exactly `k` bits per coefficient.
+//! [`CompactCiphertext::lift`] maps back to `c̃_i = round(c'_i · q_0 / 2^k) mod q_0`
+//! (then NTT): an ordinary level-0 ciphertext at the same scale that the secret key
+//! decrypts as usual. No secret is involved in either direction, so the server compacts
+//! its own results.
+//!
+//! # Error
+//! `c̃_i = c_i + ε_i (mod q_0)` with `|ε_i| ≤ q_0/2^{k+1} + 1/2`, so decryption gains
+//! `ε_0 + ε_1·s (+ ε_2·s²)`. With `ε_i` uniform (variance `v = ((q_0/2^k)² + 1)/12`) and
+//! `s` uniform ternary (`E[s_j²] = 2/3`; a coefficient of `s²` sums `N/2` pairs of equal
+//! products, variance `8N/9`), one coefficient of the added noise has variance
+//! `v·(1 + 2N/3 [+ 8N²/9])`, and a slot (real part of the canonical embedding, `N`
+//! coefficients) at scale `Δ` gains an error of standard deviation [`slot_error_std`]
+//! `= √(v·(1 + 2N/3 [+ 8N²/9])·N/2) / Δ` (the RMS over slots; a slot's own deviation
+//! varies with `|s(ζ)|`, so the largest error over a ciphertext's slots is several times
+//! that, bounded by [`slot_error_bound`]). For the
+//! training parameters (`N = 4096`, `q_0` a 41-bit prime just below `2^41`, `Δ = 2^29`) that is
+//! `≈ 2^{21.4-k}` for two parts: `k = 34` adds `2^{-12.6}` (1.6·10⁻⁴) RMS per slot and
+//! about 10⁻³ in the worst of a ciphertext's 2048 slots (`tests/compact.rs`), whatever the
+//! value (the range `±q_0/(2Δ)` is kept). A third part costs `√(4N/3) ≈ 74×` more (≈ 6.2 bits of
+//! `k`).
+//!
+//! # Accepted `k`
+//! `k ≤ ⌈log2 q_0⌉ − 1` (so `2^k < q_0`: anything larger saves nothing, and the lift stays
+//! below `q_0` and inverts the switch exactly) and `k ≥` the smallest exponent whose
+//! [`slot_error_std`] at the ciphertext's size and scale is below 1 (below that the rounding
+//! alone swamps a value of 1). Anything else is [`HeError::InvalidCompactBits`] on the
+//! way out and [`DecodeError::InvalidCompactBits`] on the way in.
+//!
+//! # Format
+//! Envelope of type [`ObjectType::CompactCiphertext`], header level 0; payload `u8` size
+//! (2 or 3), `u8` `k`, `f64` scale, then `size` polynomials in the **coefficient** domain,
+//! each `N` values of exactly `k` bits (least significant first, zero padding to a byte).
+
+use std::sync::Arc;
+
+use sphinx_math::{Coeff, Poly};
+
+use super::bits::{Location, pack, packed_len, unpack_checked};
+use super::envelope::{HEADER_LEN, ObjectType};
+use super::objects::{expect_payload, open, read_scale, write_header};
+use super::{DecodeError, Serializable, residue_bits};
+use crate::error::{HeError, Result};
+use crate::params::{ParamId, Parameters};
+use crate::rlwe::Ciphertext;
+
+/// A level-0 ciphertext whose parts are switched to the modulus `2^bits` (module docs):
+/// what a server sends for a result the client will only decrypt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompactCiphertext {
+    param_id: ParamId,
+    bits: u32,
+    scale: f64,
+    size: usize,
+    /// `size · N` values below `2^bits`, part-major, coefficient domain.
+    coeffs: Vec<u64>,
+}
+
+/// Bytes before the polynomials: size, bits, scale.
+const PREFIX_LEN: usize = 1 + 1 + 8;
+
+fn q0(params: &Parameters) -> Result<u64> {
+    let basis = params.q_basis(0)?;
+    basis
+        .moduli()
+        .first()
+        .map(|m| m.value())
+        .ok_or(HeError::InvalidLevel {
+            level: 0,
+            min: 0,
+            max: 0,
+        })
+}
+
+/// Standard deviation of the error one slot gains from a switch to `2^bits` and back, for
+/// a ciphertext of `size` parts at `scale` (module docs; assumes a uniform ternary secret).
+#[must_use]
+pub fn slot_error_std(params: &Parameters, size: usize, bits: u32, scale: f64) -> f64 {
+    let Ok(q) = q0(params) else {
+        return f64::INFINITY;
+    };
+    let n = params.n() as f64;
+    let step = q as f64 / 2f64.powi(bits as i32);
+    let rounding = (step * step + 1.0) / 12.0;
+    let mut spread = 1.0 + 2.0 * n / 3.0;
+    if size >= 3 {
+        spread += 8.0 * n * n / 9.0;
+    }
+    (rounding * spread * n / 2.0).sqrt() / scale
+}
+
+/// A high-probability bound on the largest error any slot gains from a switch to
+/// `2^bits` and back: the switch is a rescale by `q_0/2^k`, so the CKKS rescaling bound
+/// `B = √(N/3)·(3 + 8√h)` (Cheon, Kim, Kim, Song 2017) applies to the rounding of each
+/// part, in units of `q_0/2^k`, with `h = 2N/3` the expected Hamming weight of a uniform
+/// ternary secret; a third part adds `√(N/3)·8h` by the same rule with `s²` (whose
+/// canonical norm is at most the square of `s`'s). The per-slot error is a Gaussian whose
+/// variance varies with `|s(ζ)|` from slot to slot, so its largest value over a
+/// ciphertext is several [`slot_error_std`]s; this bound covers it.
+#[must_use]
+pub fn slot_error_bound(params: &Parameters, size: usize, bits: u32, scale: f64) -> f64 {
+    let Ok(q) = q0(params) else {
+        return f64::INFINITY;
+    };
+    let n = params.n() as f64;
+    let h = 2.0 * n / 3.0;
+    let step = q as f64 / 2f64.powi(bits as i32);
+    let mut factor = 3.0 + 8.0 * h.sqrt();
+    if size >= 3 {
+        factor += 8.0 * h;
+    }
+    (step + 1.0) * (n / 3.0).sqrt() * factor / scale
+}
+
+/// The largest accepted exponent: `⌈log2 q_0⌉ − 1`.
+///
+/// # Errors
+/// Only for parameters without a level 0 (none that [`Parameters`] accepts).
+pub fn max_bits(params: &Parameters) -> Result<u32> {
+    Ok(residue_bits(q0(params)?) - 1)
+}
+
+/// The smallest accepted exponent for `size` parts at `scale`: the first whose
+/// [`slot_error_std`] is below 1 (`max_bits + 1`, accepting nothing, if none is).
+///
+/// # Errors
+/// As [`max_bits`].
+pub fn min_bits(params: &Parameters, size: usize, scale: f64) -> Result<u32> {
+    let max = max_bits(params)?;
+    Ok((1..=max)
+        .find(|&k| slot_error_std(params, size, k, scale) < 1.0)
+        .unwrap_or(max + 1))
+}
+
+/// `Some((min, max))` when `bits` is outside the accepted range.
+fn out_of_range(
+    params: &Parameters,
+    size: usize,
+    bits: u32,
+    scale: f64,
+) -> Result<Option<(u32, u32)>> {
+    let (min, max) = (min_bits(params, size, scale)?, max_bits(params)?);
+    Ok((!(min..=max).contains(&bits)).then_some((min, max)))
+}
+
+/// Bytes of the serialized form of a `size`-part compact ciphertext at `bits`, envelope
+/// included: what [`Serializable::serialized_len`] returns, without building one.
+#[must_use]
+pub fn compact_len(params: &Parameters, size: usize, bits: u32) -> usize {
+    HEADER_LEN + PREFIX_LEN + size * packed_len(params.n(), bits)
+}
+
+/// Exact `round(c · 2^bits / q) mod 2^bits` for `c < q`, `2^bits < q < 2^62`.
+struct SwitchDown {
+    two_q: u128,
+    q: u128,
+    bits: u32,
+    ratio: f64,
+    mask: u64,
+}
+
+impl SwitchDown {
+    fn new(q: u64, bits: u32) -> Self {
+        Self {
+            two_q: 2 * u128::from(q),
+            q: u128::from(q),
+            bits,
+            ratio: 2f64.powi(bits as i32) / q as f64,
+            mask: (1u64 << bits) - 1,
+        }
+    }
+
+    #[inline]
+    fn apply(&self, c: u64) -> u64 {
+        // round(c·2^k/q) = ⌊(c·2^{k+1} + q) / 2q⌋. The f64 estimate (a 128-bit division
+        // per coefficient would cost more than the NTT) is within one of it for the
+        // moduli in use, and the correction loops make it exact for any input; `t`
+        // stays below 2^{k+1} ≤ 2^62, so one 64×64-bit product checks it.
+        let num = (u128::from(c) << (self.bits + 1)) + self.q;
+        let mut t = (c as f64 * self.ratio + 0.5) as u64;
+        let mut prod = u128::from(t) * self.two_q;
+        while prod > num {
+            t -= 1;
+            prod -= self.two_q;
+        }
+        while num - prod >= self.two_q {
+            t += 1;
+            prod += self.two_q;
+        }
+        t & self.mask
+    }
+}
+
+/// `round(c' · q / 2^bits)`, below `q` when `c' < 2^bits < q`.
+#[inline]
+fn lift_one(c: u64, q: u64, bits: u32) -> u64 {
+    ((u128::from(c) * u128::from(q) + (1u128 << (bits - 1))) >> bits) as u64
+}
+
+impl CompactCiphertext {
+    /// Switches a level-0 ciphertext to the modulus `2^bits` (server side; no key needed).
+    ///
+    /// # Errors
+    /// [`HeError::ParamMismatch`] for a ciphertext of other parameters,
+    /// [`HeError::InvalidLevel`] unless it is at level 0, [`HeError::InvalidCompactBits`]
+    /// for `bits` outside [`min_bits`] ..= [`max_bits`].
+    pub fn from_ciphertext(params: &Parameters, ct: &Ciphertext, bits: u32) -> Result<Self> {
+        params.check_id(ct.param_id)?;
+        if ct.level != 0 {
+            return Err(HeError::InvalidLevel {
+                level: ct.level,
+                min: 0,
+                max: 0,
+            });
+        }
+        let size = ct.polys.len();
+        if let Some((min, max)) = out_of_range(params, size, bits, ct.scale)? {
+            return Err(HeError::InvalidCompactBits { bits, min, max });
+        }
+        let basis = params.q_basis(0)?;
+        let switch = SwitchDown::new(q0(params)?, bits);
+        let mut coeffs = Vec::with_capacity(size * params.n());
+        for p in &ct.polys {
+            let coeff = p.clone().into_coeff(basis)?;
+            coeffs.extend(coeff.data().iter().map(|&c| switch.apply(c)));
+        }
+        Ok(Self {
+            param_id: ct.param_id,
+            bits,
+            scale: ct.scale,
+            size,
+            coeffs,
+        })
+    }
+
+    /// The level-0 ciphertext the receiver decrypts: each part lifted back to `q_0`.
+    ///
+    /// # Errors
+    /// [`HeError::ParamMismatch`] if `params` are not this ciphertext's.
+    pub fn lift(&self, params: &Parameters) -> Result<Ciphertext> {
+        params.check_id(self.param_id)?;
+        let basis = params.q_basis(0)?;
+        let q = q0(params)?;
+        let polys = self
+            .coeffs
+            .chunks_exact(params.n())
+            .map(|part| {
+                let data = part.iter().map(|&c| lift_one(c, q, self.bits)).collect();
+                Ok(Poly::<Coeff>::from_data(basis, data)?.into_ntt(basis)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ciphertext::from_parts(params, polys, 0, self.scale)
+    }
+
+    /// The exponent `k` of the modulus `2^k`.
+    #[must_use]
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    /// Number of parts (2 or 3).
+    #[must_use]
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The scale of the encrypted message.
+    #[must_use]
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    /// Identity of the parameters.
+    #[must_use]
+    pub fn param_id(&self) -> ParamId {
+        self.param_id
+    }
+}
+
+impl Serializable for CompactCiphertext {
+    fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>> {
+        let len = self.serialized_len(params)?;
+        let mut out = Vec::with_capacity(len);
+        write_header(
+            &mut out,
+            ObjectType::CompactCiphertext,
+            params,
+            0,
+            len - HEADER_LEN,
+        );
+        // size ∈ {2, 3} and bits < 64 by construction.
+        out.push(self.size as u8);
+        out.push(self.bits as u8);
+        out.extend_from_slice(&self.scale.to_bits().to_le_bytes());
+        for part in self.coeffs.chunks_exact(params.n()) {
+            pack(part, self.bits, &mut out);
+        }
+        debug_assert_eq!(out.len(), len);
+        Ok(out)
+    }
+
+    fn serialized_len(&self, params: &Parameters) -> Result<usize> {
+        params.check_id(self.param_id)?;
+        Ok(compact_len(params, self.size, self.bits))
+    }
+
+    fn from_bytes(
+        params: &Arc<Parameters>,
+        bytes: &[u8],
+        limit: usize,
+    ) -> std::result::Result<Self, DecodeError> {
+        let (header, mut r) = open(params, bytes, limit, &[ObjectType::CompactCiphertext])?;
+        if header.level != 0 {
+            return Err(DecodeError::InvalidLevel {
+                found: header.level,
+                allowed: "0 (compact ciphertexts are level-0 results)",
+            });
+        }
+        let size = usize::from(r.u8()?);
+        if !(2..=3).contains(&size) {
+            return Err(DecodeError::Malformed("ciphertext size must be 2 or 3"));
+        }
+        let bits = u32::from(r.u8()?);
+        let scale = read_scale(&mut r)?;
+        if let Some((min, max)) =
+            out_of_range(params, size, bits, scale).map_err(DecodeError::Rejected)?
+        {
+            return Err(DecodeError::InvalidCompactBits { bits, min, max });
+        }
+        let n = params.n();
+        expect_payload(&header, PREFIX_LEN + size * packed_len(n, bits))?;
+        let mut coeffs = vec![0u64; size * n];
+        for (component, part) in coeffs.chunks_exact_mut(n).enumerate() {
+            let src = r.take(packed_len(n, bits))?;
+            let at = Location { component, limb: 0 };
+            unpack_checked(src, bits, 1u64 << bits, part, at)?;
+        }
+        r.finish()?;
+        Ok(Self {
+            param_id: params.id(),
+            bits,
+            scale,
+            size,
+            coeffs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switch_down_is_exact_rounding() {
+        let q = (1u64 << 40) + 0x1234_5679; // odd, above 2^40
+        for bits in [2, 17, 34, 40] {
+            let s = SwitchDown::new(q, bits);
+            for c in [0, 1, q / 2, q / 3, q - 1, 0xdead_beef, q - (q >> bits) / 2] {
+                let exact = ((u128::from(c) << (bits + 1)) + u128::from(q)) / (2 * u128::from(q));
+                assert_eq!(
+                    s.apply(c),
+                    (exact as u64) & ((1 << bits) - 1),
+                    "c {c} bits {bits}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lift_inverts_the_switch_and_stays_below_q() {
+        let q = (1u64 << 40) + 0x1234_5679;
+        let bits = 34;
+        let s = SwitchDown::new(q, bits);
+        for c in [0u64, 1, 2, 12345, (1 << bits) - 1, 1 << (bits - 1)] {
+            let up = lift_one(c, q, bits);
+            assert!(up < q);
+            assert_eq!(s.apply(up), c);
+        }
+    }
+}
