@@ -1,7 +1,8 @@
 //! Multiply-accumulate kernels with one modular reduction per output coefficient.
 //!
-//! The server of the training protocol spends its time in two sums over many operands:
-//! `Σ_t k_t · x_t` (plaintext integer weights times residue vectors, [`scalar_matmul`]) and
+//! The server of the training protocol spends its time in sums over many operands:
+//! `Σ_t k_t · x_t` (plaintext integer weights times residue vectors, [`scalar_matmul`]),
+//! `Σ_t p_t ⊙ x_t` (plaintext vectors times residue vectors, [`plain_matmul`]) and
 //! `Σ_t x_t ⊗ y_t` (products of two-part ciphertexts without relinearization,
 //! [`tensor_sum`]). Reducing every product modulo `q` costs a 64×64→128-bit multiply that
 //! no x86 vector unit has. Here a residue `x < q < 2^42` is split as `x = x_h·2^21 + x_l`
@@ -171,6 +172,126 @@ fn flush_signed(m: &Modulus, lo: &mut [i64], hi: &mut [i64], out: &mut [u64]) {
         *o = m.add(*o, reduce_i128(m, v));
         *l = 0;
         *h = 0;
+    }
+}
+
+/// `outs[j][c] = Σ_t ps[j·T + t][c] · xs[t][c] mod q` for `T = xs.len()` inputs: a matrix
+/// of plaintext *vectors* (NTT values, one per output and input; `None` is zero) times a
+/// vector of residue vectors, the slot-wise analogue of [`scalar_matmul`]. Used where the
+/// weight differs between slot blocks, so that one output carries several units.
+///
+/// Every vector has the same length; residues must be reduced (`< q`); outputs are
+/// overwritten with reduced values.
+///
+/// # Errors
+/// [`MathError::ShapeMismatch`] if `ps.len() != outs.len() · xs.len()` or the vector
+/// lengths differ.
+pub fn plain_matmul(
+    m: &Modulus,
+    xs: &[&[u64]],
+    ps: &[Option<&[u64]>],
+    outs: &mut [&mut [u64]],
+) -> Result<()> {
+    let n = outs.first().map_or(0, |o| o.len());
+    if ps.len() != outs.len() * xs.len() {
+        return Err(shape(outs.len() * xs.len(), ps.len()));
+    }
+    if let Some(bad) = xs
+        .iter()
+        .copied()
+        .chain(ps.iter().flatten().copied())
+        .map(<[u64]>::len)
+        .chain(outs.iter().map(|o| o.len()))
+        .find(|&l| l != n)
+    {
+        return Err(shape(n, bad));
+    }
+    if m.bits() > MAX_LAZY_BITS {
+        plain_matmul_reference(m, xs, ps, outs);
+        return Ok(());
+    }
+    Arch::new().dispatch(PlainMatmul { m, xs, ps, outs });
+    Ok(())
+}
+
+/// The reference [`plain_matmul`]: one reduction per product.
+pub fn plain_matmul_reference(
+    m: &Modulus,
+    xs: &[&[u64]],
+    ps: &[Option<&[u64]>],
+    outs: &mut [&mut [u64]],
+) {
+    let t = xs.len();
+    for (j, out) in outs.iter_mut().enumerate() {
+        out.fill(0);
+        for (x, p) in xs.iter().zip(&ps[j * t..(j + 1) * t]) {
+            let Some(p) = p else { continue };
+            for ((o, &v), &w) in out.iter_mut().zip(x.iter()).zip(p.iter()) {
+                *o = m.add(*o, m.mul(v, w));
+            }
+        }
+    }
+}
+
+struct PlainMatmul<'a, 'b, 'c> {
+    m: &'a Modulus,
+    xs: &'a [&'b [u64]],
+    ps: &'a [Option<&'b [u64]>],
+    outs: &'a mut [&'c mut [u64]],
+}
+
+/// Terms per flush of [`plain_matmul`]: `mid` gains two products below `2^44` per term.
+const PLAIN_FLUSH: usize = 1 << 18;
+
+impl WithSimd for PlainMatmul<'_, '_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Self { m, xs, ps, outs } = self;
+        let t = xs.len();
+        let n = outs.first().map_or(0, |o| o.len());
+        let mut acc = [[0u64; CHUNK]; 3];
+        for start in (0..n).step_by(CHUNK) {
+            let len = CHUNK.min(n - start);
+            let range = start..start + len;
+            for (j, out) in outs.iter_mut().enumerate() {
+                let out = &mut out[range.clone()];
+                out.fill(0);
+                let [hh, mid, ll] = &mut acc;
+                let (hh, mid, ll) = (&mut hh[..len], &mut mid[..len], &mut ll[..len]);
+                let mut pending = 0;
+                for (x, p) in xs.iter().zip(&ps[j * t..(j + 1) * t]) {
+                    let Some(p) = p else { continue };
+                    let (x, p) = (&x[range.clone()], &p[range.clone()]);
+                    for c in 0..len {
+                        add_split_product(&mut hh[c], &mut mid[c], &mut ll[c], x[c], p[c]);
+                    }
+                    pending += 1;
+                    if pending == PLAIN_FLUSH {
+                        flush_split(m, hh, mid, ll, out);
+                        pending = 0;
+                    }
+                }
+                flush_split(m, hh, mid, ll, out);
+            }
+        }
+    }
+}
+
+/// `out += hh·2^42 + mid·2^21 + ll mod q`, then clears the partial sums.
+#[inline(always)]
+fn flush_split(m: &Modulus, hh: &mut [u64], mid: &mut [u64], ll: &mut [u64], out: &mut [u64]) {
+    for (((o, h), d), l) in out
+        .iter_mut()
+        .zip(hh.iter_mut())
+        .zip(mid.iter_mut())
+        .zip(ll.iter_mut())
+    {
+        *o = m.add(*o, m.reduce_u128(split_value(*h, *d, *l)));
+        *h = 0;
+        *d = 0;
+        *l = 0;
     }
 }
 
@@ -478,6 +599,43 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn plain_matmul_matches_reference(
+            bits in prop::sample::select(vec![20u32, 29, 41, 42, 50]),
+            n in 1usize..300,
+            t in 0usize..9,
+            rows in 1usize..4,
+            seed in any::<u64>(),
+        ) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let q = (1u64 << (bits - 1)) + 1 + 2 * rng.random_range(0..(1u64 << (bits - 3)));
+            let m = Modulus::new(q).unwrap();
+            let data: Vec<Vec<u64>> = (0..t)
+                .map(|i| if i == 0 { vec![q - 1; n] } else { residues(q, n, &mut rng) })
+                .collect();
+            let xs: Vec<&[u64]> = data.iter().map(Vec::as_slice).collect();
+            let plains: Vec<Vec<u64>> = (0..rows * t)
+                .map(|i| if i == 0 { vec![q - 1; n] } else { residues(q, n, &mut rng) })
+                .collect();
+            let ps: Vec<Option<&[u64]>> = plains
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (i % 3 != 2).then_some(p.as_slice()))
+                .collect();
+            let mut fast = vec![vec![1u64; n]; rows];
+            let mut slow = vec![vec![2u64; n]; rows];
+            {
+                let mut f: Vec<&mut [u64]> = fast.iter_mut().map(Vec::as_mut_slice).collect();
+                plain_matmul(&m, &xs, &ps, &mut f).unwrap();
+                let mut s: Vec<&mut [u64]> = slow.iter_mut().map(Vec::as_mut_slice).collect();
+                plain_matmul_reference(&m, &xs, &ps, &mut s);
+            }
+            prop_assert_eq!(fast, slow);
+        }
+    }
+
     #[test]
     fn shared_tensor_sums_match_single_sums() {
         let mut rng = StdRng::seed_from_u64(9);
@@ -546,5 +704,7 @@ mod tests {
         assert!(scalar_matmul(&m, &[&x], &[1, 2], &mut [&mut out[..]]).is_err());
         let (mut a, mut b, mut c) = (vec![0; 4], vec![0; 4], vec![0; 3]);
         assert!(tensor_sum(&m, &[[&x, &x, &x, &x]], [&mut a, &mut b, &mut c]).is_err());
+        assert!(plain_matmul(&m, &[&x], &[Some(&x[..3])], &mut [&mut a]).is_err());
+        assert!(plain_matmul(&m, &[&x], &[], &mut [&mut a]).is_err());
     }
 }

@@ -373,6 +373,74 @@ impl Evaluator {
         Ok(out)
     }
 
+    /// Several slot-wise linear combinations with plaintext *vectors*: output `j` is
+    /// `Σ_i pts[j · cts.len() + i] ⊙ cts[i]` over the `i` where the plaintext is present (an
+    /// output without terms is an encryption of zero). Like
+    /// [`linear_combinations`](Self::linear_combinations), but each weight may differ from
+    /// slot to slot, so one output can carry different units in different slot blocks.
+    /// Every plaintext has the ciphertexts' level and one common scale, which multiplies the
+    /// result's; rescale afterwards. Products are summed unreduced
+    /// (`sphinx_math::lazy::plain_matmul`).
+    ///
+    /// # Errors
+    /// [`HeError::LengthMismatch`] for an empty `cts` or if `pts.len()` is not a positive
+    /// multiple of `cts.len()`; [`HeError::ParamMismatch`], [`HeError::LevelMismatch`],
+    /// [`HeError::ScaleMismatch`] or [`HeError::UnsupportedCiphertextSize`] if the operands
+    /// differ.
+    pub fn plain_linear_combinations(
+        &self,
+        cts: &[&Ciphertext],
+        pts: &[Option<&Plaintext>],
+    ) -> Result<Vec<Ciphertext>> {
+        let first = match cts.first() {
+            Some(c) if pts.len().is_multiple_of(cts.len()) && !pts.is_empty() => *c,
+            _ => {
+                return Err(HeError::LengthMismatch {
+                    left: cts.len(),
+                    right: pts.len(),
+                });
+            }
+        };
+        let rows = pts.len() / cts.len();
+        let basis = self.basis_of(first)?;
+        for ct in cts {
+            self.check_pair(first, ct.param_id, ct.level)?;
+            Self::check_scales(first.scale, ct.scale)?;
+            Self::require_size(ct, "equal sizes", ct.size() == first.size())?;
+        }
+        let mut pt_scale = None;
+        for pt in pts.iter().flatten() {
+            self.check_pair(first, pt.param_id, pt.level)?;
+            match pt_scale {
+                None => pt_scale = Some(pt.scale),
+                Some(s) => Self::check_scales(s, pt.scale)?,
+            }
+        }
+        let mut polys: Vec<Vec<Poly<Ntt>>> = (0..rows)
+            .map(|_| (0..first.size()).map(|_| Poly::zero(basis)).collect())
+            .collect();
+        for (i, m) in basis.moduli().iter().enumerate() {
+            let ps: Vec<Option<&[u64]>> = pts.iter().map(|p| p.map(|p| p.poly.limb(i))).collect();
+            for part in 0..first.size() {
+                let xs: Vec<&[u64]> = cts.iter().map(|ct| ct.polys[part].limb(i)).collect();
+                let mut outs: Vec<&mut [u64]> =
+                    polys.iter_mut().map(|p| p[part].limb_mut(i)).collect();
+                lazy::plain_matmul(m, &xs, &ps, &mut outs)?;
+            }
+        }
+        let scale = first.scale * pt_scale.unwrap_or(1.0);
+        Ok(polys
+            .into_iter()
+            .map(|polys| Ciphertext {
+                polys,
+                param_id: first.param_id,
+                level: first.level,
+                scale,
+                seed: None,
+            })
+            .collect())
+    }
+
     /// `Σ_i k_i · cts[i]` for integer weights: exact, consumes no level, keeps the scale.
     ///
     /// # Errors
