@@ -264,8 +264,15 @@ impl WithSimd for PlainMatmul<'_, '_, '_> {
                 for (x, p) in xs.iter().zip(&ps[j * t..(j + 1) * t]) {
                     let Some(p) = p else { continue };
                     let (x, p) = (&x[range.clone()], &p[range.clone()]);
-                    for c in 0..len {
-                        add_split_product(&mut hh[c], &mut mid[c], &mut ll[c], x[c], p[c]);
+                    // Zipped, not indexed: no bounds checks, so the loop vectorizes.
+                    for ((((h, d), l), &u), &v) in hh
+                        .iter_mut()
+                        .zip(mid.iter_mut())
+                        .zip(ll.iter_mut())
+                        .zip(x)
+                        .zip(p)
+                    {
+                        add_split_product(h, d, l, u, v);
                     }
                     pending += 1;
                     if pending == PLAIN_FLUSH {
