@@ -210,6 +210,10 @@ pub fn plain_matmul(
         plain_matmul_reference(m, xs, ps, outs);
         return Ok(());
     }
+    if m.bits() <= MAX_SMALL_BITS {
+        Arch::new().dispatch(PlainMatmulSmall { m, xs, ps, outs });
+        return Ok(());
+    }
     Arch::new().dispatch(PlainMatmul { m, xs, ps, outs });
     Ok(())
 }
@@ -238,6 +242,80 @@ struct PlainMatmul<'a, 'b, 'c> {
     xs: &'a [&'b [u64]],
     ps: &'a [Option<&'b [u64]>],
     outs: &'a mut [&'c mut [u64]],
+}
+
+/// Largest modulus bit length for which residues are multiplied whole: below `2^30`, one
+/// 32×32→64 product per pair instead of the four of split halves.
+pub const MAX_SMALL_BITS: u32 = 30;
+
+/// Terms of at most `bound` each that a 64-bit sum holding below `2^32` can take.
+fn small_flush(bound: u128) -> usize {
+    (((1u128 << 64) - (1u128 << 32)) / bound.max(1)).clamp(1, 1 << 20) as usize
+}
+
+/// `acc` keeps its low 32 bits; the rest carries into `hi` (both exact, `acc·` total
+/// `= hi·2^32 + acc`).
+#[inline(always)]
+fn carry_save(acc: &mut [u64], hi: &mut [u64]) {
+    for (a, h) in acc.iter_mut().zip(hi.iter_mut()) {
+        *h += *a >> 32;
+        *a &= u64::from(u32::MAX);
+    }
+}
+
+#[inline(always)]
+fn carried(hi: u64, lo: u64) -> u128 {
+    (u128::from(hi) << 32) + u128::from(lo)
+}
+
+/// [`plain_matmul`] for moduli of at most [`MAX_SMALL_BITS`] bits.
+struct PlainMatmulSmall<'a, 'b, 'c> {
+    m: &'a Modulus,
+    xs: &'a [&'b [u64]],
+    ps: &'a [Option<&'b [u64]>],
+    outs: &'a mut [&'c mut [u64]],
+}
+
+impl WithSimd for PlainMatmulSmall<'_, '_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Self { m, xs, ps, outs } = self;
+        let t = xs.len();
+        let n = outs.first().map_or(0, |o| o.len());
+        let q = u128::from(m.value());
+        let flush_every = small_flush(q * q);
+        let mut acc = [[0u64; CHUNK]; 2];
+        for start in (0..n).step_by(CHUNK) {
+            let len = CHUNK.min(n - start);
+            let range = start..start + len;
+            for (j, out) in outs.iter_mut().enumerate() {
+                let out = &mut out[range.clone()];
+                let [lo, hi] = &mut acc;
+                let (lo, hi) = (&mut lo[..len], &mut hi[..len]);
+                lo.fill(0);
+                hi.fill(0);
+                let mut pending = 0;
+                for (x, p) in xs.iter().zip(&ps[j * t..(j + 1) * t]) {
+                    let Some(p) = p else { continue };
+                    let (x, p) = (&x[range.clone()], &p[range.clone()]);
+                    for ((l, &u), &v) in lo.iter_mut().zip(x).zip(p) {
+                        // Residues below 2^30: one exact 32×32→64 product.
+                        *l += u64::from(u as u32) * u64::from(v as u32);
+                    }
+                    pending += 1;
+                    if pending == flush_every {
+                        carry_save(lo, hi);
+                        pending = 0;
+                    }
+                }
+                for ((o, &l), &h) in out.iter_mut().zip(lo.iter()).zip(hi.iter()) {
+                    *o = m.reduce_u128(carried(h, l));
+                }
+            }
+        }
+    }
 }
 
 /// Terms per flush of [`plain_matmul`]: `mid` gains two products below `2^44` per term.
@@ -481,6 +559,10 @@ pub fn tensor_sums_shared(
         }
         return Ok(());
     }
+    if m.bits() <= MAX_SMALL_BITS {
+        Arch::new().dispatch(TensorSumsSharedSmall { m, lhs, rhs, outs });
+        return Ok(());
+    }
     Arch::new().dispatch(TensorSumsShared { m, lhs, rhs, outs });
     Ok(())
 }
@@ -490,6 +572,80 @@ struct TensorSumsShared<'a, 'b, 'c> {
     lhs: &'a [[&'b [u64]; 2]],
     rhs: &'a [Vec<Option<[&'b [u64]; 2]>>],
     outs: &'a mut [[&'c mut [u64]; 3]],
+}
+
+/// [`tensor_sums_shared`] for moduli of at most [`MAX_SMALL_BITS`] bits: whole residues,
+/// three 32×32→64 products per term (Karatsuba), sums kept exact by carry-saving.
+struct TensorSumsSharedSmall<'a, 'b, 'c> {
+    m: &'a Modulus,
+    lhs: &'a [[&'b [u64]; 2]],
+    rhs: &'a [Vec<Option<[&'b [u64]; 2]>>],
+    outs: &'a mut [[&'c mut [u64]; 3]],
+}
+
+impl WithSimd for TensorSumsSharedSmall<'_, '_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Self { m, lhs, rhs, outs } = self;
+        let n = outs.first().map_or(0, |o| o[0].len());
+        let q = u128::from(m.value());
+        // The Karatsuba product (x0 + x1)(y0 + y1) is the largest: below (2q)².
+        let flush_every = small_flush(4 * q * q);
+        // Per output: low and carried sums of x0·y0, x1·y1 and (x0+x1)(y0+y1).
+        let mut acc = vec![[[0u64; SHARED_CHUNK]; 6]; outs.len()];
+        let mut pending = vec![0usize; outs.len()];
+        for start in (0..n).step_by(SHARED_CHUNK) {
+            let len = SHARED_CHUNK.min(n - start);
+            let range = start..start + len;
+            acc.fill([[0; SHARED_CHUNK]; 6]);
+            pending.fill(0);
+            for (t, [x0, x1]) in lhs.iter().enumerate() {
+                let (x0, x1) = (&x0[range.clone()], &x1[range.clone()]);
+                for ((row, a), pend) in rhs.iter().zip(acc.iter_mut()).zip(pending.iter_mut()) {
+                    let Some([y0, y1]) = row[t] else { continue };
+                    let (y0, y1) = (&y0[range.clone()], &y1[range.clone()]);
+                    let [aa, bb, kk, ah, bh, kh] = a;
+                    let (aa, bb, kk) = (&mut aa[..len], &mut bb[..len], &mut kk[..len]);
+                    for (((((a0, b0), k0), &u0), &u1), (&v0, &v1)) in aa
+                        .iter_mut()
+                        .zip(bb.iter_mut())
+                        .zip(kk.iter_mut())
+                        .zip(x0)
+                        .zip(x1)
+                        .zip(y0.iter().zip(y1))
+                    {
+                        let (u0, u1) = (u64::from(u0 as u32), u64::from(u1 as u32));
+                        let (v0, v1) = (u64::from(v0 as u32), u64::from(v1 as u32));
+                        *a0 += u0 * v0;
+                        *b0 += u1 * v1;
+                        *k0 += (u0 + u1) * (v0 + v1);
+                    }
+                    *pend += 1;
+                    if *pend == flush_every {
+                        carry_save(aa, &mut ah[..len]);
+                        carry_save(bb, &mut bh[..len]);
+                        carry_save(kk, &mut kh[..len]);
+                        *pend = 0;
+                    }
+                }
+            }
+            for (a, out) in acc.iter().zip(outs.iter_mut()) {
+                let [aa, bb, kk, ah, bh, kh] = a;
+                let [o0, o1, o2] = out;
+                for c in 0..len {
+                    let va = carried(ah[c], aa[c]);
+                    let vb = carried(bh[c], bb[c]);
+                    // Σ(x0+x1)(y0+y1) ≥ Σx0·y0 + Σx1·y1 as integers: no wrap.
+                    let vk = carried(kh[c], kk[c]) - va - vb;
+                    o0[start + c] = m.reduce_u128(va);
+                    o1[start + c] = m.reduce_u128(vk);
+                    o2[start + c] = m.reduce_u128(vb);
+                }
+            }
+        }
+    }
 }
 
 /// Coefficients per block of [`tensor_sums_shared`]: its partial sums take
@@ -685,6 +841,52 @@ mod tests {
                 assert_eq!((g0, g1, g2), (&s0, &s1, &s2));
             }
         }
+    }
+
+    #[test]
+    fn small_moduli_carry_long_sums_exactly() {
+        // The largest residues of a 30-bit modulus force a carry every few terms.
+        let q = (1u64 << 30) - 35;
+        let m = Modulus::new(q).unwrap();
+        assert!(m.bits() <= MAX_SMALL_BITS);
+        let mut rng = StdRng::seed_from_u64(4);
+        let n = 70;
+        let data: Vec<Vec<u64>> = (0..80)
+            .map(|i| {
+                if i % 2 == 0 {
+                    vec![q - 1; n]
+                } else {
+                    residues(q, n, &mut rng)
+                }
+            })
+            .collect();
+        let xs: Vec<&[u64]> = data[..40].iter().map(Vec::as_slice).collect();
+        let ps: Vec<Option<&[u64]>> = data[40..].iter().map(|p| Some(p.as_slice())).collect();
+        let (mut fast, mut slow) = (vec![0u64; n], vec![0u64; n]);
+        plain_matmul(&m, &xs, &ps, &mut [&mut fast]).unwrap();
+        plain_matmul_reference(&m, &xs, &ps, &mut [&mut slow]);
+        assert_eq!(fast, slow);
+        let lhs: Vec<[&[u64]; 2]> = data[..40]
+            .chunks(2)
+            .map(|c| [&c[0][..], &c[1][..]])
+            .collect();
+        let row: Vec<Option<[&[u64]; 2]>> = data[40..]
+            .chunks(2)
+            .map(|c| Some([&c[0][..], &c[1][..]]))
+            .collect();
+        let mut got = [vec![0u64; n], vec![0; n], vec![0; n]];
+        {
+            let [a, b, c] = &mut got;
+            tensor_sums_shared(&m, &lhs, &[row.clone()], &mut [[a, b, c]]).unwrap();
+        }
+        let terms: Vec<TensorTerm<'_>> = lhs
+            .iter()
+            .zip(&row)
+            .filter_map(|(l, r)| r.map(|r| [l[0], l[1], r[0], r[1]]))
+            .collect();
+        let (mut s0, mut s1, mut s2) = (vec![0; n], vec![0; n], vec![0; n]);
+        tensor_sum_reference(&m, &terms, [&mut s0, &mut s1, &mut s2]);
+        assert_eq!(got, [s0, s1, s2]);
     }
 
     #[test]
