@@ -113,6 +113,35 @@ fn check(params: &Arc<Parameters>) {
         }
         assert!(same(got, &want.unwrap()), "plaintext row {row}");
     }
+    // The sparse whole-layer form: the same sums from index pairs.
+    let terms: Vec<Vec<(u32, u32)>> = vec![
+        (0..cts.len() as u32).map(|i| (i, i)).collect(),
+        vec![],
+        vec![(5, 11), (0, 11), (5, 2)],
+    ];
+    let term_refs: Vec<&[(u32, u32)]> = terms.iter().map(Vec::as_slice).collect();
+    let pt_refs: Vec<&Plaintext> = pts.iter().collect();
+    let dots = eval
+        .plain_dot_products(&refs, &pt_refs, &term_refs)
+        .unwrap();
+    for (t, got) in terms.iter().zip(&dots) {
+        let Some(&(i0, k0)) = t.first() else {
+            assert!(got.polys().iter().all(|p| p.data().iter().all(|&v| v == 0)));
+            continue;
+        };
+        let mut want = eval
+            .mul_plain(&cts[i0 as usize], &pts[k0 as usize])
+            .unwrap();
+        for &(i, k) in &t[1..] {
+            let term = eval.mul_plain(&cts[i as usize], &pts[k as usize]).unwrap();
+            eval.add_assign(&mut want, &term).unwrap();
+        }
+        assert!(same(got, &want));
+    }
+    assert!(matches!(
+        eval.plain_dot_products(&refs, &pt_refs, &[&[(6, 0)]]),
+        Err(HeError::LengthMismatch { .. })
+    ));
     assert!(matches!(
         eval.plain_linear_combinations(&refs, &present[..5]),
         Err(HeError::LengthMismatch { .. })

@@ -380,6 +380,222 @@ fn flush_split(m: &Modulus, hh: &mut [u64], mid: &mut [u64], ll: &mut [u64], out
     }
 }
 
+/// One output's terms for [`plain_dot_products`]: `(input, plaintext)` index pairs.
+pub type PlainTerms = [(u32, u32)];
+
+/// Sparse products of two-part inputs with plaintext vectors: for every output `j` and part
+/// `k`, `outs[j][k] = Σ_{(i, l) ∈ terms[j]} ps[l] ⊙ xs[i][k] mod q` (an output without terms
+/// is zero). Meant to be called on one block of coefficients of a whole layer at a time,
+/// so that every input and plaintext block is loaded from memory once for all the outputs
+/// that use it (the caller splits the coefficients and runs the blocks in parallel).
+///
+/// # Errors
+/// [`MathError::ShapeMismatch`] if `terms.len() != outs.len()`, an index is out of range, or
+/// the vectors differ in length.
+pub fn plain_dot_products(
+    m: &Modulus,
+    xs: &[[&[u64]; 2]],
+    ps: &[&[u64]],
+    terms: &[&PlainTerms],
+    outs: &mut [[&mut [u64]; 2]],
+) -> Result<()> {
+    let n = outs.first().map_or(0, |o| o[0].len());
+    if terms.len() != outs.len() {
+        return Err(shape(outs.len(), terms.len()));
+    }
+    if let Some(bad) = xs
+        .iter()
+        .flat_map(|x| x.iter().map(|v| v.len()))
+        .chain(ps.iter().map(|p| p.len()))
+        .chain(outs.iter().flat_map(|o| o.iter().map(|v| v.len())))
+        .find(|&l| l != n)
+    {
+        return Err(shape(n, bad));
+    }
+    if let Some(&(i, l)) = terms
+        .iter()
+        .flat_map(|t| t.iter())
+        .find(|&&(i, l)| i as usize >= xs.len() || l as usize >= ps.len())
+    {
+        return Err(shape(xs.len().min(ps.len()), i.max(l) as usize));
+    }
+    if m.bits() > MAX_LAZY_BITS {
+        for (t, [o0, o1]) in terms.iter().zip(outs.iter_mut()) {
+            o0.fill(0);
+            o1.fill(0);
+            for &(i, l) in t.iter() {
+                let (x, p) = (&xs[i as usize], ps[l as usize]);
+                for c in 0..n {
+                    o0[c] = m.add(o0[c], m.mul(x[0][c], p[c]));
+                    o1[c] = m.add(o1[c], m.mul(x[1][c], p[c]));
+                }
+            }
+        }
+        return Ok(());
+    }
+    if m.bits() <= MAX_SMALL_BITS {
+        Arch::new().dispatch(PlainDotSmall {
+            m,
+            xs,
+            ps,
+            terms,
+            outs,
+        });
+    } else {
+        Arch::new().dispatch(PlainDot {
+            m,
+            xs,
+            ps,
+            terms,
+            outs,
+        });
+    }
+    Ok(())
+}
+
+struct PlainDot<'a, 'b, 'c> {
+    m: &'a Modulus,
+    xs: &'a [[&'b [u64]; 2]],
+    ps: &'a [&'b [u64]],
+    terms: &'a [&'b PlainTerms],
+    outs: &'a mut [[&'c mut [u64]; 2]],
+}
+
+impl WithSimd for PlainDot<'_, '_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Self {
+            m,
+            xs,
+            ps,
+            terms,
+            outs,
+        } = self;
+        let n = outs.first().map_or(0, |o| o[0].len());
+        let mut acc = [[0u64; CHUNK]; 6];
+        for start in (0..n).step_by(CHUNK) {
+            let len = CHUNK.min(n - start);
+            let range = start..start + len;
+            for (t, [o0, o1]) in terms.iter().zip(outs.iter_mut()) {
+                let [h0, d0, l0, h1, d1, l1] = &mut acc;
+                let (h0, d0, l0) = (&mut h0[..len], &mut d0[..len], &mut l0[..len]);
+                let (h1, d1, l1) = (&mut h1[..len], &mut d1[..len], &mut l1[..len]);
+                for v in [&mut *h0, &mut *d0, &mut *l0, &mut *h1, &mut *d1, &mut *l1] {
+                    v.fill(0);
+                }
+                o0[range.clone()].fill(0);
+                o1[range.clone()].fill(0);
+                let mut pending = 0;
+                for &(i, l) in t.iter() {
+                    let [x0, x1] = &xs[i as usize];
+                    let (x0, x1, p) = (
+                        &x0[range.clone()],
+                        &x1[range.clone()],
+                        &ps[l as usize][range.clone()],
+                    );
+                    for (((((((a, b), c), d), e), f), &u0), (&u1, &v)) in h0
+                        .iter_mut()
+                        .zip(d0.iter_mut())
+                        .zip(l0.iter_mut())
+                        .zip(h1.iter_mut())
+                        .zip(d1.iter_mut())
+                        .zip(l1.iter_mut())
+                        .zip(x0)
+                        .zip(x1.iter().zip(p))
+                    {
+                        add_split_product(a, b, c, u0, v);
+                        add_split_product(d, e, f, u1, v);
+                    }
+                    pending += 1;
+                    if pending == PLAIN_FLUSH {
+                        flush_split(m, h0, d0, l0, &mut o0[range.clone()]);
+                        flush_split(m, h1, d1, l1, &mut o1[range.clone()]);
+                        pending = 0;
+                    }
+                }
+                flush_split(m, h0, d0, l0, &mut o0[range.clone()]);
+                flush_split(m, h1, d1, l1, &mut o1[range.clone()]);
+            }
+        }
+    }
+}
+
+struct PlainDotSmall<'a, 'b, 'c> {
+    m: &'a Modulus,
+    xs: &'a [[&'b [u64]; 2]],
+    ps: &'a [&'b [u64]],
+    terms: &'a [&'b PlainTerms],
+    outs: &'a mut [[&'c mut [u64]; 2]],
+}
+
+impl WithSimd for PlainDotSmall<'_, '_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Self {
+            m,
+            xs,
+            ps,
+            terms,
+            outs,
+        } = self;
+        let n = outs.first().map_or(0, |o| o[0].len());
+        let q = u128::from(m.value());
+        let flush_every = small_flush(q * q);
+        let mut acc = [[0u64; CHUNK]; 4];
+        for start in (0..n).step_by(CHUNK) {
+            let len = CHUNK.min(n - start);
+            let range = start..start + len;
+            for (t, [o0, o1]) in terms.iter().zip(outs.iter_mut()) {
+                let [a0, c0, a1, c1] = &mut acc;
+                let (a0, c0, a1, c1) = (
+                    &mut a0[..len],
+                    &mut c0[..len],
+                    &mut a1[..len],
+                    &mut c1[..len],
+                );
+                for v in [&mut *a0, &mut *c0, &mut *a1, &mut *c1] {
+                    v.fill(0);
+                }
+                let mut pending = 0;
+                for &(i, l) in t.iter() {
+                    let [x0, x1] = &xs[i as usize];
+                    let (x0, x1, p) = (
+                        &x0[range.clone()],
+                        &x1[range.clone()],
+                        &ps[l as usize][range.clone()],
+                    );
+                    for (((s0, s1), &u0), (&u1, &v)) in a0
+                        .iter_mut()
+                        .zip(a1.iter_mut())
+                        .zip(x0)
+                        .zip(x1.iter().zip(p))
+                    {
+                        let v = u64::from(v as u32);
+                        *s0 += u64::from(u0 as u32) * v;
+                        *s1 += u64::from(u1 as u32) * v;
+                    }
+                    pending += 1;
+                    if pending == flush_every {
+                        carry_save(a0, c0);
+                        carry_save(a1, c1);
+                        pending = 0;
+                    }
+                }
+                for (o, (&l, &h)) in o0[range.clone()].iter_mut().zip(a0.iter().zip(c0.iter())) {
+                    *o = m.reduce_u128(carried(h, l));
+                }
+                for (o, (&l, &h)) in o1[range.clone()].iter_mut().zip(a1.iter().zip(c1.iter())) {
+                    *o = m.reduce_u128(carried(h, l));
+                }
+            }
+        }
+    }
+}
+
 /// One term of [`tensor_sum`]: limbs `(x0, x1)` and `(y0, y1)` of two two-part ciphertexts.
 pub type TensorTerm<'a> = [&'a [u64]; 4];
 
@@ -840,6 +1056,57 @@ mod tests {
                 tensor_sum_reference(&m, &terms, [&mut s0, &mut s1, &mut s2]);
                 assert_eq!((g0, g1, g2), (&s0, &s1, &s2));
             }
+        }
+    }
+
+    #[test]
+    fn plain_dot_products_match_single_products() {
+        let mut rng = StdRng::seed_from_u64(11);
+        for (bits, n) in [(41u32, 200usize), (29, 64), (30, 33), (50, 40)] {
+            let q = (1u64 << (bits - 1)) + 1 + 2 * rng.random_range(0..(1u64 << (bits - 3)));
+            let m = Modulus::new(q).unwrap();
+            let data: Vec<Vec<u64>> = (0..2 * 5 + 4)
+                .map(|i| {
+                    if i < 2 {
+                        vec![q - 1; n]
+                    } else {
+                        residues(q, n, &mut rng)
+                    }
+                })
+                .collect();
+            let xs: Vec<[&[u64]; 2]> = (0..5)
+                .map(|i| [&data[2 * i][..], &data[2 * i + 1][..]])
+                .collect();
+            let ps: Vec<&[u64]> = (10..14).map(|i| data[i].as_slice()).collect();
+            // Many terms (repeats included) so that the sums carry and flush.
+            let terms: Vec<Vec<(u32, u32)>> = vec![
+                (0..300).map(|k| ((k % 5) as u32, (k % 4) as u32)).collect(),
+                vec![],
+                vec![(4, 0), (0, 3)],
+            ];
+            let refs: Vec<&PlainTerms> = terms.iter().map(Vec::as_slice).collect();
+            let mut got = vec![[vec![9u64; n], vec![9; n]]; 3];
+            {
+                let mut outs: Vec<[&mut [u64]; 2]> = got
+                    .iter_mut()
+                    .map(|[a, b]| [a.as_mut_slice(), b.as_mut_slice()])
+                    .collect();
+                plain_dot_products(&m, &xs, &ps, &refs, &mut outs).unwrap();
+            }
+            for (t, [g0, g1]) in terms.iter().zip(&got) {
+                let (mut w0, mut w1) = (vec![0u64; n], vec![0u64; n]);
+                for &(i, l) in t {
+                    for c in 0..n {
+                        w0[c] = m.add(w0[c], m.mul(xs[i as usize][0][c], ps[l as usize][c]));
+                        w1[c] = m.add(w1[c], m.mul(xs[i as usize][1][c], ps[l as usize][c]));
+                    }
+                }
+                assert_eq!((g0, g1), (&w0, &w1), "{bits} bits");
+            }
+            let bad: Vec<(u32, u32)> = vec![(5, 0)];
+            let mut o = [vec![0u64; n], vec![0; n]];
+            let [a, b] = &mut o;
+            assert!(plain_dot_products(&m, &xs, &ps, &[&bad], &mut [[a, b]]).is_err());
         }
     }
 

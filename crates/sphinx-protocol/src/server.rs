@@ -386,6 +386,22 @@ impl Server {
         Ok(pts)
     }
 
+    /// `Σ_(i, k) ∈ terms[j] pts[k] ⊙ cts[i]` for every `j`, rescaled to level 0.
+    fn plain_layer(
+        &self,
+        cts: &[Ciphertext],
+        pts: &[Plaintext],
+        terms: &[Vec<(u32, u32)>],
+    ) -> Result<Vec<Ciphertext>> {
+        let refs: Vec<&Ciphertext> = cts.iter().collect();
+        let pts: Vec<&Plaintext> = pts.iter().collect();
+        let terms: Vec<&[(u32, u32)]> = terms.iter().map(Vec::as_slice).collect();
+        let mut out = self.eval.plain_dot_products(&refs, &pts, &terms)?;
+        out.par_iter_mut()
+            .try_for_each(|ct| self.eval.rescale_assign(ct))?;
+        Ok(out)
+    }
+
     /// `R`.
     fn replicas(&self) -> usize {
         self.config.replicas as usize
@@ -442,36 +458,24 @@ impl Server {
         }
         let plan = &self.plans[layer];
         self.check_batch(&b, kind, plan.in_dim())?;
-        let packed_arc = self.packed_weights(layer)?;
-        let packed = packed_arc.as_slice();
+        let packed = self.packed_weights(layer)?;
         let plan = &self.plans[layer];
-        let eval = &self.eval;
         let (groups, patch, positions) = (self.groups(layer), plan.patch(), plan.positions());
-        // One task per (position, block of unit groups): the block's outputs share the
-        // position's inputs, which the fused kernel then reads from memory once for all.
-        let blocks = groups.div_ceil(UNIT_BLOCK);
-        let pieces = (0..positions * blocks)
-            .into_par_iter()
-            .map(|task| {
-                let (pos, blk) = (task / blocks, task % blocks);
-                let gs = blk * UNIT_BLOCK..((blk + 1) * UNIT_BLOCK).min(groups);
-                let (refs, cols): (Vec<&Ciphertext>, Vec<usize>) = (0..patch)
-                    .filter_map(|p| plan.input_at(p, pos).map(|q| (&b.cts[q], p)))
-                    .unzip();
-                let pts: Vec<Option<&Plaintext>> = gs
-                    .clone()
-                    .flat_map(|g| cols.iter().map(move |&p| packed.get(g * patch + p)))
-                    .collect();
-                let zs = eval.plain_linear_combinations(&refs, &pts)?;
-                gs.zip(zs)
-                    .map(|(g, mut z)| {
-                        eval.rescale_assign(&mut z)?;
-                        Ok((g * positions + pos, z))
+        // Output G · positions + pos = Σ_p packed[G · patch + p] ⊙ a[map(p, pos)]; the
+        // evaluator computes the whole layer one coefficient block at a time, so each input
+        // and packed weight is read from memory once for all outputs.
+        let terms: Vec<Vec<(u32, u32)>> = (0..groups * positions)
+            .map(|i| {
+                let (g, pos) = (i / positions, i % positions);
+                (0..patch)
+                    .filter_map(|p| {
+                        let q = plan.input_at(p, pos)?;
+                        Some((q as u32, (g * patch + p) as u32))
                     })
-                    .collect::<Result<Vec<_>>>()
+                    .collect()
             })
-            .collect::<Result<Vec<_>>>()?;
-        let mut cts = in_order(groups * positions, pieces)?;
+            .collect();
+        let mut cts = self.plain_layer(&b.cts, &packed, &terms)?;
         // The client adds the biases itself: the server cannot pack [b_o] into block r
         // without a second multiplicative level.
         cts.extend(self.biases[layer].iter().cloned());
@@ -535,53 +539,26 @@ impl Server {
                 Ok(total)
             })
             .collect::<Result<Vec<_>>>()?;
-        let reply = if let Some(weights) = weights.as_deref().map(Vec::as_slice) {
-            // [Wᵀδ] from the packed δ and the packed weights: block r of the result sums the
-            // units G·R + r, and the client adds the R blocks. Inputs read at the same
-            // positions share their δ operands: one fused combination per (reader group,
-            // block of members).
-            let groups = plan.reader_groups();
-            let tasks: Vec<(usize, usize)> = groups
-                .iter()
-                .enumerate()
-                .flat_map(|(g, grp)| {
-                    (0..grp.members.len().div_ceil(UNIT_BLOCK)).map(move |blk| (g, blk))
-                })
-                .collect();
+        let reply = if let Some(weights) = weights.as_deref() {
+            // [Wᵀδ] from the packed δ and the packed weights: block r of input q's result
+            // sums Σ_G Σ_(p,pos) W[G·R + r, p] · δ[G·R + r, pos] over the (p, pos) that read
+            // q, and the client adds the R blocks.
             let (patch, positions) = (plan.patch(), plan.positions());
-            let pieces = tasks
-                .into_par_iter()
-                .map(|(g, blk)| {
-                    let grp = &groups[g];
-                    let members = &grp.members
-                        [blk * UNIT_BLOCK..((blk + 1) * UNIT_BLOCK).min(grp.members.len())];
-                    let refs: Vec<&Ciphertext> = (0..groups_n)
-                        .flat_map(|u| {
-                            grp.positions
-                                .iter()
-                                .map(move |&pos| &packed[u * positions + pos as usize])
-                        })
-                        .collect();
-                    let pts: Vec<Option<&Plaintext>> = members
-                        .iter()
-                        .flat_map(|(_, ps)| {
-                            (0..groups_n).flat_map(move |u| {
-                                ps.iter().map(move |&p| weights.get(u * patch + p as usize))
+            let terms: Vec<Vec<(u32, u32)>> = (0..plan.in_dim())
+                .map(|q| {
+                    (0..groups_n)
+                        .flat_map(|g| {
+                            plan.readers(q).iter().map(move |&(p, pos)| {
+                                (
+                                    (g * positions + pos as usize) as u32,
+                                    (g * patch + p as usize) as u32,
+                                )
                             })
                         })
-                        .collect();
-                    let es = eval.plain_linear_combinations(&refs, &pts)?;
-                    members
-                        .iter()
-                        .zip(es)
-                        .map(|(&(q, _), mut e)| {
-                            eval.rescale_assign(&mut e)?;
-                            Ok((q, e))
-                        })
-                        .collect::<Result<Vec<_>>>()
+                        .collect()
                 })
-                .collect::<Result<Vec<_>>>()?;
-            let cts = in_order(plan.in_dim(), pieces)?;
+                .collect();
+            let cts = self.plain_layer(packed, weights, &terms)?;
             Some(ServerMessage::BackwardOutput(CtBatch {
                 step: self.step,
                 layer: layer as u16,
