@@ -1,6 +1,7 @@
 //! Criterion benches of the lazily reduced kernels against their per-product-reduction
 //! references, at the training protocol's shapes (N = 4096, a 41-bit limb): a convolution
-//! position (16 outputs × 25 inputs) and a per-sample gradient (64 ciphertext products).
+//! position (16 outputs × 25 inputs; packed: 6 outputs × 25 plaintext vectors) and a
+//! per-sample gradient (64 ciphertext products).
 //!
 //! `cargo bench -p sphinx-math --bench lazy`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -11,7 +12,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use sphinx_math::lazy::{
-    TensorTerm, scalar_matmul, scalar_matmul_reference, tensor_sum, tensor_sum_reference,
+    TensorTerm, plain_matmul, plain_matmul_reference, scalar_matmul, scalar_matmul_reference,
+    tensor_sum, tensor_sum_reference,
 };
 use sphinx_math::{Modulus, primes::ntt_primes};
 
@@ -44,6 +46,20 @@ fn kernels(c: &mut Criterion) {
         b.iter(|| {
             let mut o: Vec<&mut [u64]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
             scalar_matmul_reference(&m, black_box(&xs), &ks, &mut o);
+        });
+    });
+    let plains = vecs(6 * 25);
+    let ps: Vec<Option<&[u64]>> = plains.iter().map(|p| Some(p.as_slice())).collect();
+    g.bench_function("plain_matmul 6x25 N=4096", |b| {
+        b.iter(|| {
+            let mut o: Vec<&mut [u64]> = outs[..6].iter_mut().map(Vec::as_mut_slice).collect();
+            plain_matmul(&m, black_box(&xs), &ps, &mut o).unwrap();
+        });
+    });
+    g.bench_function("plain_matmul reference 6x25 N=4096", |b| {
+        b.iter(|| {
+            let mut o: Vec<&mut [u64]> = outs[..6].iter_mut().map(Vec::as_mut_slice).collect();
+            plain_matmul_reference(&m, black_box(&xs), &ps, &mut o);
         });
     });
     let data = vecs(4 * 64);

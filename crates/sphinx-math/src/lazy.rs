@@ -1,7 +1,8 @@
 //! Multiply-accumulate kernels with one modular reduction per output coefficient.
 //!
-//! The server of the training protocol spends its time in two sums over many operands:
-//! `Σ_t k_t · x_t` (plaintext integer weights times residue vectors, [`scalar_matmul`]) and
+//! The server of the training protocol spends its time in sums over many operands:
+//! `Σ_t k_t · x_t` (plaintext integer weights times residue vectors, [`scalar_matmul`]),
+//! `Σ_t p_t ⊙ x_t` (plaintext vectors times residue vectors, [`plain_matmul`]) and
 //! `Σ_t x_t ⊗ y_t` (products of two-part ciphertexts without relinearization,
 //! [`tensor_sum`]). Reducing every product modulo `q` costs a 64×64→128-bit multiply that
 //! no x86 vector unit has. Here a residue `x < q < 2^42` is split as `x = x_h·2^21 + x_l`
@@ -171,6 +172,427 @@ fn flush_signed(m: &Modulus, lo: &mut [i64], hi: &mut [i64], out: &mut [u64]) {
         *o = m.add(*o, reduce_i128(m, v));
         *l = 0;
         *h = 0;
+    }
+}
+
+/// `outs[j][c] = Σ_t ps[j·T + t][c] · xs[t][c] mod q` for `T = xs.len()` inputs: a matrix
+/// of plaintext *vectors* (NTT values, one per output and input; `None` is zero) times a
+/// vector of residue vectors, the slot-wise analogue of [`scalar_matmul`]. Used where the
+/// weight differs between slot blocks, so that one output carries several units.
+///
+/// Every vector has the same length; residues must be reduced (`< q`); outputs are
+/// overwritten with reduced values.
+///
+/// # Errors
+/// [`MathError::ShapeMismatch`] if `ps.len() != outs.len() · xs.len()` or the vector
+/// lengths differ.
+pub fn plain_matmul(
+    m: &Modulus,
+    xs: &[&[u64]],
+    ps: &[Option<&[u64]>],
+    outs: &mut [&mut [u64]],
+) -> Result<()> {
+    let n = outs.first().map_or(0, |o| o.len());
+    if ps.len() != outs.len() * xs.len() {
+        return Err(shape(outs.len() * xs.len(), ps.len()));
+    }
+    if let Some(bad) = xs
+        .iter()
+        .copied()
+        .chain(ps.iter().flatten().copied())
+        .map(<[u64]>::len)
+        .chain(outs.iter().map(|o| o.len()))
+        .find(|&l| l != n)
+    {
+        return Err(shape(n, bad));
+    }
+    if m.bits() > MAX_LAZY_BITS {
+        plain_matmul_reference(m, xs, ps, outs);
+        return Ok(());
+    }
+    if m.bits() <= MAX_SMALL_BITS {
+        Arch::new().dispatch(PlainMatmulSmall { m, xs, ps, outs });
+        return Ok(());
+    }
+    Arch::new().dispatch(PlainMatmul { m, xs, ps, outs });
+    Ok(())
+}
+
+/// The reference [`plain_matmul`]: one reduction per product.
+pub fn plain_matmul_reference(
+    m: &Modulus,
+    xs: &[&[u64]],
+    ps: &[Option<&[u64]>],
+    outs: &mut [&mut [u64]],
+) {
+    let t = xs.len();
+    for (j, out) in outs.iter_mut().enumerate() {
+        out.fill(0);
+        for (x, p) in xs.iter().zip(&ps[j * t..(j + 1) * t]) {
+            let Some(p) = p else { continue };
+            for ((o, &v), &w) in out.iter_mut().zip(x.iter()).zip(p.iter()) {
+                *o = m.add(*o, m.mul(v, w));
+            }
+        }
+    }
+}
+
+struct PlainMatmul<'a, 'b, 'c> {
+    m: &'a Modulus,
+    xs: &'a [&'b [u64]],
+    ps: &'a [Option<&'b [u64]>],
+    outs: &'a mut [&'c mut [u64]],
+}
+
+/// Largest modulus bit length for which residues are multiplied whole: below `2^30`, one
+/// 32×32→64 product per pair instead of the four of split halves.
+pub const MAX_SMALL_BITS: u32 = 30;
+
+/// Terms of at most `bound` each that a 64-bit sum holding below `2^32` can take.
+fn small_flush(bound: u128) -> usize {
+    (((1u128 << 64) - (1u128 << 32)) / bound.max(1)).clamp(1, 1 << 20) as usize
+}
+
+/// `acc` keeps its low 32 bits; the rest carries into `hi` (both exact, `acc·` total
+/// `= hi·2^32 + acc`).
+#[inline(always)]
+fn carry_save(acc: &mut [u64], hi: &mut [u64]) {
+    for (a, h) in acc.iter_mut().zip(hi.iter_mut()) {
+        *h += *a >> 32;
+        *a &= u64::from(u32::MAX);
+    }
+}
+
+#[inline(always)]
+fn carried(hi: u64, lo: u64) -> u128 {
+    (u128::from(hi) << 32) + u128::from(lo)
+}
+
+/// [`plain_matmul`] for moduli of at most [`MAX_SMALL_BITS`] bits.
+struct PlainMatmulSmall<'a, 'b, 'c> {
+    m: &'a Modulus,
+    xs: &'a [&'b [u64]],
+    ps: &'a [Option<&'b [u64]>],
+    outs: &'a mut [&'c mut [u64]],
+}
+
+impl WithSimd for PlainMatmulSmall<'_, '_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Self { m, xs, ps, outs } = self;
+        let t = xs.len();
+        let n = outs.first().map_or(0, |o| o.len());
+        let q = u128::from(m.value());
+        let flush_every = small_flush(q * q);
+        let mut acc = [[0u64; CHUNK]; 2];
+        for start in (0..n).step_by(CHUNK) {
+            let len = CHUNK.min(n - start);
+            let range = start..start + len;
+            for (j, out) in outs.iter_mut().enumerate() {
+                let out = &mut out[range.clone()];
+                let [lo, hi] = &mut acc;
+                let (lo, hi) = (&mut lo[..len], &mut hi[..len]);
+                lo.fill(0);
+                hi.fill(0);
+                let mut pending = 0;
+                for (x, p) in xs.iter().zip(&ps[j * t..(j + 1) * t]) {
+                    let Some(p) = p else { continue };
+                    let (x, p) = (&x[range.clone()], &p[range.clone()]);
+                    for ((l, &u), &v) in lo.iter_mut().zip(x).zip(p) {
+                        // Residues below 2^30: one exact 32×32→64 product.
+                        *l += u64::from(u as u32) * u64::from(v as u32);
+                    }
+                    pending += 1;
+                    if pending == flush_every {
+                        carry_save(lo, hi);
+                        pending = 0;
+                    }
+                }
+                for ((o, &l), &h) in out.iter_mut().zip(lo.iter()).zip(hi.iter()) {
+                    *o = m.reduce_u128(carried(h, l));
+                }
+            }
+        }
+    }
+}
+
+/// Terms per flush of [`plain_matmul`]: `mid` gains two products below `2^44` per term.
+const PLAIN_FLUSH: usize = 1 << 18;
+
+impl WithSimd for PlainMatmul<'_, '_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Self { m, xs, ps, outs } = self;
+        let t = xs.len();
+        let n = outs.first().map_or(0, |o| o.len());
+        let mut acc = [[0u64; CHUNK]; 3];
+        for start in (0..n).step_by(CHUNK) {
+            let len = CHUNK.min(n - start);
+            let range = start..start + len;
+            for (j, out) in outs.iter_mut().enumerate() {
+                let out = &mut out[range.clone()];
+                out.fill(0);
+                let [hh, mid, ll] = &mut acc;
+                let (hh, mid, ll) = (&mut hh[..len], &mut mid[..len], &mut ll[..len]);
+                let mut pending = 0;
+                for (x, p) in xs.iter().zip(&ps[j * t..(j + 1) * t]) {
+                    let Some(p) = p else { continue };
+                    let (x, p) = (&x[range.clone()], &p[range.clone()]);
+                    // Zipped, not indexed: no bounds checks, so the loop vectorizes.
+                    for ((((h, d), l), &u), &v) in hh
+                        .iter_mut()
+                        .zip(mid.iter_mut())
+                        .zip(ll.iter_mut())
+                        .zip(x)
+                        .zip(p)
+                    {
+                        add_split_product(h, d, l, u, v);
+                    }
+                    pending += 1;
+                    if pending == PLAIN_FLUSH {
+                        flush_split(m, hh, mid, ll, out);
+                        pending = 0;
+                    }
+                }
+                flush_split(m, hh, mid, ll, out);
+            }
+        }
+    }
+}
+
+/// `out += hh·2^42 + mid·2^21 + ll mod q`, then clears the partial sums.
+#[inline(always)]
+fn flush_split(m: &Modulus, hh: &mut [u64], mid: &mut [u64], ll: &mut [u64], out: &mut [u64]) {
+    for (((o, h), d), l) in out
+        .iter_mut()
+        .zip(hh.iter_mut())
+        .zip(mid.iter_mut())
+        .zip(ll.iter_mut())
+    {
+        *o = m.add(*o, m.reduce_u128(split_value(*h, *d, *l)));
+        *h = 0;
+        *d = 0;
+        *l = 0;
+    }
+}
+
+/// One output's terms for [`plain_dot_products`]: `(input, plaintext)` index pairs.
+pub type PlainTerms = [(u32, u32)];
+
+/// Sparse products of two-part inputs with plaintext vectors: for every output `j` and part
+/// `k`, `outs[j][k] = Σ_{(i, l) ∈ terms[j]} ps[l] ⊙ xs[i][k] mod q` (an output without terms
+/// is zero). Meant to be called on one block of coefficients of a whole layer at a time,
+/// so that every input and plaintext block is loaded from memory once for all the outputs
+/// that use it (the caller splits the coefficients and runs the blocks in parallel).
+///
+/// # Errors
+/// [`MathError::ShapeMismatch`] if `terms.len() != outs.len()`, an index is out of range, or
+/// the vectors differ in length.
+pub fn plain_dot_products(
+    m: &Modulus,
+    xs: &[[&[u64]; 2]],
+    ps: &[&[u64]],
+    terms: &[&PlainTerms],
+    outs: &mut [[&mut [u64]; 2]],
+) -> Result<()> {
+    let n = outs.first().map_or(0, |o| o[0].len());
+    if terms.len() != outs.len() {
+        return Err(shape(outs.len(), terms.len()));
+    }
+    if let Some(bad) = xs
+        .iter()
+        .flat_map(|x| x.iter().map(|v| v.len()))
+        .chain(ps.iter().map(|p| p.len()))
+        .chain(outs.iter().flat_map(|o| o.iter().map(|v| v.len())))
+        .find(|&l| l != n)
+    {
+        return Err(shape(n, bad));
+    }
+    if let Some(&(i, l)) = terms
+        .iter()
+        .flat_map(|t| t.iter())
+        .find(|&&(i, l)| i as usize >= xs.len() || l as usize >= ps.len())
+    {
+        return Err(shape(xs.len().min(ps.len()), i.max(l) as usize));
+    }
+    if m.bits() > MAX_LAZY_BITS {
+        for (t, [o0, o1]) in terms.iter().zip(outs.iter_mut()) {
+            o0.fill(0);
+            o1.fill(0);
+            for &(i, l) in t.iter() {
+                let (x, p) = (&xs[i as usize], ps[l as usize]);
+                for c in 0..n {
+                    o0[c] = m.add(o0[c], m.mul(x[0][c], p[c]));
+                    o1[c] = m.add(o1[c], m.mul(x[1][c], p[c]));
+                }
+            }
+        }
+        return Ok(());
+    }
+    if m.bits() <= MAX_SMALL_BITS {
+        Arch::new().dispatch(PlainDotSmall {
+            m,
+            xs,
+            ps,
+            terms,
+            outs,
+        });
+    } else {
+        Arch::new().dispatch(PlainDot {
+            m,
+            xs,
+            ps,
+            terms,
+            outs,
+        });
+    }
+    Ok(())
+}
+
+struct PlainDot<'a, 'b, 'c> {
+    m: &'a Modulus,
+    xs: &'a [[&'b [u64]; 2]],
+    ps: &'a [&'b [u64]],
+    terms: &'a [&'b PlainTerms],
+    outs: &'a mut [[&'c mut [u64]; 2]],
+}
+
+impl WithSimd for PlainDot<'_, '_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Self {
+            m,
+            xs,
+            ps,
+            terms,
+            outs,
+        } = self;
+        let n = outs.first().map_or(0, |o| o[0].len());
+        let mut acc = [[0u64; CHUNK]; 6];
+        for start in (0..n).step_by(CHUNK) {
+            let len = CHUNK.min(n - start);
+            let range = start..start + len;
+            for (t, [o0, o1]) in terms.iter().zip(outs.iter_mut()) {
+                let [h0, d0, l0, h1, d1, l1] = &mut acc;
+                let (h0, d0, l0) = (&mut h0[..len], &mut d0[..len], &mut l0[..len]);
+                let (h1, d1, l1) = (&mut h1[..len], &mut d1[..len], &mut l1[..len]);
+                for v in [&mut *h0, &mut *d0, &mut *l0, &mut *h1, &mut *d1, &mut *l1] {
+                    v.fill(0);
+                }
+                o0[range.clone()].fill(0);
+                o1[range.clone()].fill(0);
+                let mut pending = 0;
+                for &(i, l) in t.iter() {
+                    let [x0, x1] = &xs[i as usize];
+                    let (x0, x1, p) = (
+                        &x0[range.clone()],
+                        &x1[range.clone()],
+                        &ps[l as usize][range.clone()],
+                    );
+                    for (((((((a, b), c), d), e), f), &u0), (&u1, &v)) in h0
+                        .iter_mut()
+                        .zip(d0.iter_mut())
+                        .zip(l0.iter_mut())
+                        .zip(h1.iter_mut())
+                        .zip(d1.iter_mut())
+                        .zip(l1.iter_mut())
+                        .zip(x0)
+                        .zip(x1.iter().zip(p))
+                    {
+                        add_split_product(a, b, c, u0, v);
+                        add_split_product(d, e, f, u1, v);
+                    }
+                    pending += 1;
+                    if pending == PLAIN_FLUSH {
+                        flush_split(m, h0, d0, l0, &mut o0[range.clone()]);
+                        flush_split(m, h1, d1, l1, &mut o1[range.clone()]);
+                        pending = 0;
+                    }
+                }
+                flush_split(m, h0, d0, l0, &mut o0[range.clone()]);
+                flush_split(m, h1, d1, l1, &mut o1[range.clone()]);
+            }
+        }
+    }
+}
+
+struct PlainDotSmall<'a, 'b, 'c> {
+    m: &'a Modulus,
+    xs: &'a [[&'b [u64]; 2]],
+    ps: &'a [&'b [u64]],
+    terms: &'a [&'b PlainTerms],
+    outs: &'a mut [[&'c mut [u64]; 2]],
+}
+
+impl WithSimd for PlainDotSmall<'_, '_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Self {
+            m,
+            xs,
+            ps,
+            terms,
+            outs,
+        } = self;
+        let n = outs.first().map_or(0, |o| o[0].len());
+        let q = u128::from(m.value());
+        let flush_every = small_flush(q * q);
+        let mut acc = [[0u64; CHUNK]; 4];
+        for start in (0..n).step_by(CHUNK) {
+            let len = CHUNK.min(n - start);
+            let range = start..start + len;
+            for (t, [o0, o1]) in terms.iter().zip(outs.iter_mut()) {
+                let [a0, c0, a1, c1] = &mut acc;
+                let (a0, c0, a1, c1) = (
+                    &mut a0[..len],
+                    &mut c0[..len],
+                    &mut a1[..len],
+                    &mut c1[..len],
+                );
+                for v in [&mut *a0, &mut *c0, &mut *a1, &mut *c1] {
+                    v.fill(0);
+                }
+                let mut pending = 0;
+                for &(i, l) in t.iter() {
+                    let [x0, x1] = &xs[i as usize];
+                    let (x0, x1, p) = (
+                        &x0[range.clone()],
+                        &x1[range.clone()],
+                        &ps[l as usize][range.clone()],
+                    );
+                    for (((s0, s1), &u0), (&u1, &v)) in a0
+                        .iter_mut()
+                        .zip(a1.iter_mut())
+                        .zip(x0)
+                        .zip(x1.iter().zip(p))
+                    {
+                        let v = u64::from(v as u32);
+                        *s0 += u64::from(u0 as u32) * v;
+                        *s1 += u64::from(u1 as u32) * v;
+                    }
+                    pending += 1;
+                    if pending == flush_every {
+                        carry_save(a0, c0);
+                        carry_save(a1, c1);
+                        pending = 0;
+                    }
+                }
+                for (o, (&l, &h)) in o0[range.clone()].iter_mut().zip(a0.iter().zip(c0.iter())) {
+                    *o = m.reduce_u128(carried(h, l));
+                }
+                for (o, (&l, &h)) in o1[range.clone()].iter_mut().zip(a1.iter().zip(c1.iter())) {
+                    *o = m.reduce_u128(carried(h, l));
+                }
+            }
+        }
     }
 }
 
@@ -353,6 +775,10 @@ pub fn tensor_sums_shared(
         }
         return Ok(());
     }
+    if m.bits() <= MAX_SMALL_BITS {
+        Arch::new().dispatch(TensorSumsSharedSmall { m, lhs, rhs, outs });
+        return Ok(());
+    }
     Arch::new().dispatch(TensorSumsShared { m, lhs, rhs, outs });
     Ok(())
 }
@@ -362,6 +788,80 @@ struct TensorSumsShared<'a, 'b, 'c> {
     lhs: &'a [[&'b [u64]; 2]],
     rhs: &'a [Vec<Option<[&'b [u64]; 2]>>],
     outs: &'a mut [[&'c mut [u64]; 3]],
+}
+
+/// [`tensor_sums_shared`] for moduli of at most [`MAX_SMALL_BITS`] bits: whole residues,
+/// three 32×32→64 products per term (Karatsuba), sums kept exact by carry-saving.
+struct TensorSumsSharedSmall<'a, 'b, 'c> {
+    m: &'a Modulus,
+    lhs: &'a [[&'b [u64]; 2]],
+    rhs: &'a [Vec<Option<[&'b [u64]; 2]>>],
+    outs: &'a mut [[&'c mut [u64]; 3]],
+}
+
+impl WithSimd for TensorSumsSharedSmall<'_, '_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Self { m, lhs, rhs, outs } = self;
+        let n = outs.first().map_or(0, |o| o[0].len());
+        let q = u128::from(m.value());
+        // The Karatsuba product (x0 + x1)(y0 + y1) is the largest: below (2q)².
+        let flush_every = small_flush(4 * q * q);
+        // Per output: low and carried sums of x0·y0, x1·y1 and (x0+x1)(y0+y1).
+        let mut acc = vec![[[0u64; SHARED_CHUNK]; 6]; outs.len()];
+        let mut pending = vec![0usize; outs.len()];
+        for start in (0..n).step_by(SHARED_CHUNK) {
+            let len = SHARED_CHUNK.min(n - start);
+            let range = start..start + len;
+            acc.fill([[0; SHARED_CHUNK]; 6]);
+            pending.fill(0);
+            for (t, [x0, x1]) in lhs.iter().enumerate() {
+                let (x0, x1) = (&x0[range.clone()], &x1[range.clone()]);
+                for ((row, a), pend) in rhs.iter().zip(acc.iter_mut()).zip(pending.iter_mut()) {
+                    let Some([y0, y1]) = row[t] else { continue };
+                    let (y0, y1) = (&y0[range.clone()], &y1[range.clone()]);
+                    let [aa, bb, kk, ah, bh, kh] = a;
+                    let (aa, bb, kk) = (&mut aa[..len], &mut bb[..len], &mut kk[..len]);
+                    for (((((a0, b0), k0), &u0), &u1), (&v0, &v1)) in aa
+                        .iter_mut()
+                        .zip(bb.iter_mut())
+                        .zip(kk.iter_mut())
+                        .zip(x0)
+                        .zip(x1)
+                        .zip(y0.iter().zip(y1))
+                    {
+                        let (u0, u1) = (u64::from(u0 as u32), u64::from(u1 as u32));
+                        let (v0, v1) = (u64::from(v0 as u32), u64::from(v1 as u32));
+                        *a0 += u0 * v0;
+                        *b0 += u1 * v1;
+                        *k0 += (u0 + u1) * (v0 + v1);
+                    }
+                    *pend += 1;
+                    if *pend == flush_every {
+                        carry_save(aa, &mut ah[..len]);
+                        carry_save(bb, &mut bh[..len]);
+                        carry_save(kk, &mut kh[..len]);
+                        *pend = 0;
+                    }
+                }
+            }
+            for (a, out) in acc.iter().zip(outs.iter_mut()) {
+                let [aa, bb, kk, ah, bh, kh] = a;
+                let [o0, o1, o2] = out;
+                for c in 0..len {
+                    let va = carried(ah[c], aa[c]);
+                    let vb = carried(bh[c], bb[c]);
+                    // Σ(x0+x1)(y0+y1) ≥ Σx0·y0 + Σx1·y1 as integers: no wrap.
+                    let vk = carried(kh[c], kk[c]) - va - vb;
+                    o0[start + c] = m.reduce_u128(va);
+                    o1[start + c] = m.reduce_u128(vk);
+                    o2[start + c] = m.reduce_u128(vb);
+                }
+            }
+        }
+    }
 }
 
 /// Coefficients per block of [`tensor_sums_shared`]: its partial sums take
@@ -478,6 +978,43 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn plain_matmul_matches_reference(
+            bits in prop::sample::select(vec![20u32, 29, 41, 42, 50]),
+            n in 1usize..300,
+            t in 0usize..9,
+            rows in 1usize..4,
+            seed in any::<u64>(),
+        ) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let q = (1u64 << (bits - 1)) + 1 + 2 * rng.random_range(0..(1u64 << (bits - 3)));
+            let m = Modulus::new(q).unwrap();
+            let data: Vec<Vec<u64>> = (0..t)
+                .map(|i| if i == 0 { vec![q - 1; n] } else { residues(q, n, &mut rng) })
+                .collect();
+            let xs: Vec<&[u64]> = data.iter().map(Vec::as_slice).collect();
+            let plains: Vec<Vec<u64>> = (0..rows * t)
+                .map(|i| if i == 0 { vec![q - 1; n] } else { residues(q, n, &mut rng) })
+                .collect();
+            let ps: Vec<Option<&[u64]>> = plains
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (i % 3 != 2).then_some(p.as_slice()))
+                .collect();
+            let mut fast = vec![vec![1u64; n]; rows];
+            let mut slow = vec![vec![2u64; n]; rows];
+            {
+                let mut f: Vec<&mut [u64]> = fast.iter_mut().map(Vec::as_mut_slice).collect();
+                plain_matmul(&m, &xs, &ps, &mut f).unwrap();
+                let mut s: Vec<&mut [u64]> = slow.iter_mut().map(Vec::as_mut_slice).collect();
+                plain_matmul_reference(&m, &xs, &ps, &mut s);
+            }
+            prop_assert_eq!(fast, slow);
+        }
+    }
+
     #[test]
     fn shared_tensor_sums_match_single_sums() {
         let mut rng = StdRng::seed_from_u64(9);
@@ -523,6 +1060,103 @@ mod tests {
     }
 
     #[test]
+    fn plain_dot_products_match_single_products() {
+        let mut rng = StdRng::seed_from_u64(11);
+        for (bits, n) in [(41u32, 200usize), (29, 64), (30, 33), (50, 40)] {
+            let q = (1u64 << (bits - 1)) + 1 + 2 * rng.random_range(0..(1u64 << (bits - 3)));
+            let m = Modulus::new(q).unwrap();
+            let data: Vec<Vec<u64>> = (0..2 * 5 + 4)
+                .map(|i| {
+                    if i < 2 {
+                        vec![q - 1; n]
+                    } else {
+                        residues(q, n, &mut rng)
+                    }
+                })
+                .collect();
+            let xs: Vec<[&[u64]; 2]> = (0..5)
+                .map(|i| [&data[2 * i][..], &data[2 * i + 1][..]])
+                .collect();
+            let ps: Vec<&[u64]> = (10..14).map(|i| data[i].as_slice()).collect();
+            // Many terms (repeats included) so that the sums carry and flush.
+            let terms: Vec<Vec<(u32, u32)>> = vec![
+                (0..300).map(|k| ((k % 5) as u32, (k % 4) as u32)).collect(),
+                vec![],
+                vec![(4, 0), (0, 3)],
+            ];
+            let refs: Vec<&PlainTerms> = terms.iter().map(Vec::as_slice).collect();
+            let mut got = vec![[vec![9u64; n], vec![9; n]]; 3];
+            {
+                let mut outs: Vec<[&mut [u64]; 2]> = got
+                    .iter_mut()
+                    .map(|[a, b]| [a.as_mut_slice(), b.as_mut_slice()])
+                    .collect();
+                plain_dot_products(&m, &xs, &ps, &refs, &mut outs).unwrap();
+            }
+            for (t, [g0, g1]) in terms.iter().zip(&got) {
+                let (mut w0, mut w1) = (vec![0u64; n], vec![0u64; n]);
+                for &(i, l) in t {
+                    for c in 0..n {
+                        w0[c] = m.add(w0[c], m.mul(xs[i as usize][0][c], ps[l as usize][c]));
+                        w1[c] = m.add(w1[c], m.mul(xs[i as usize][1][c], ps[l as usize][c]));
+                    }
+                }
+                assert_eq!((g0, g1), (&w0, &w1), "{bits} bits");
+            }
+            let bad: Vec<(u32, u32)> = vec![(5, 0)];
+            let mut o = [vec![0u64; n], vec![0; n]];
+            let [a, b] = &mut o;
+            assert!(plain_dot_products(&m, &xs, &ps, &[&bad], &mut [[a, b]]).is_err());
+        }
+    }
+
+    #[test]
+    fn small_moduli_carry_long_sums_exactly() {
+        // The largest residues of a 30-bit modulus force a carry every few terms.
+        let q = (1u64 << 30) - 35;
+        let m = Modulus::new(q).unwrap();
+        assert!(m.bits() <= MAX_SMALL_BITS);
+        let mut rng = StdRng::seed_from_u64(4);
+        let n = 70;
+        let data: Vec<Vec<u64>> = (0..80)
+            .map(|i| {
+                if i % 2 == 0 {
+                    vec![q - 1; n]
+                } else {
+                    residues(q, n, &mut rng)
+                }
+            })
+            .collect();
+        let xs: Vec<&[u64]> = data[..40].iter().map(Vec::as_slice).collect();
+        let ps: Vec<Option<&[u64]>> = data[40..].iter().map(|p| Some(p.as_slice())).collect();
+        let (mut fast, mut slow) = (vec![0u64; n], vec![0u64; n]);
+        plain_matmul(&m, &xs, &ps, &mut [&mut fast]).unwrap();
+        plain_matmul_reference(&m, &xs, &ps, &mut [&mut slow]);
+        assert_eq!(fast, slow);
+        let lhs: Vec<[&[u64]; 2]> = data[..40]
+            .chunks(2)
+            .map(|c| [&c[0][..], &c[1][..]])
+            .collect();
+        let row: Vec<Option<[&[u64]; 2]>> = data[40..]
+            .chunks(2)
+            .map(|c| Some([&c[0][..], &c[1][..]]))
+            .collect();
+        let mut got = [vec![0u64; n], vec![0; n], vec![0; n]];
+        {
+            let [a, b, c] = &mut got;
+            tensor_sums_shared(&m, &lhs, &[row.clone()], &mut [[a, b, c]]).unwrap();
+        }
+        let terms: Vec<TensorTerm<'_>> = lhs
+            .iter()
+            .zip(&row)
+            .filter_map(|(l, r)| r.map(|r| [l[0], l[1], r[0], r[1]]))
+            .collect();
+        let (mut s0, mut s1, mut s2) = (vec![0; n], vec![0; n], vec![0; n]);
+        tensor_sum_reference(&m, &terms, [&mut s0, &mut s1, &mut s2]);
+        assert_eq!(got, [s0, s1, s2]);
+    }
+
+    #[test]
     fn long_sums_flush_without_overflow() {
         // Weights near 2^31 force a flush every 2^10 terms.
         let q = (1u64 << 41) + 1 + 2 * 12_345;
@@ -546,5 +1180,7 @@ mod tests {
         assert!(scalar_matmul(&m, &[&x], &[1, 2], &mut [&mut out[..]]).is_err());
         let (mut a, mut b, mut c) = (vec![0; 4], vec![0; 4], vec![0; 3]);
         assert!(tensor_sum(&m, &[[&x, &x, &x, &x]], [&mut a, &mut b, &mut c]).is_err());
+        assert!(plain_matmul(&m, &[&x], &[Some(&x[..3])], &mut [&mut a]).is_err());
+        assert!(plain_matmul(&m, &[&x], &[], &mut [&mut a]).is_err());
     }
 }

@@ -377,17 +377,15 @@ impl Client {
     fn on_forward(&mut self, b: CtBatch) -> Result<ClientMessage> {
         let kind = MessageKind::ForwardOutput;
         let k = usize::from(b.layer);
-        let out_dim = self
-            .param_idx
-            .get(k)
-            .map(|&i| self.model.layers()[i].out_dim());
         let batch_len = self.state_mut(kind)?.batch_len;
-        let Some(out_dim) = out_dim else {
+        let Some(plan) = self.plans.get(k) else {
             return Err(unexpected(kind, "a known layer"));
         };
-        self.check_batch(&b, kind, out_dim)?;
+        let (units, positions) = (plan.units(), plan.positions());
+        let packed_len = units.div_ceil(self.replicas) * positions;
+        self.check_batch(&b, kind, packed_len + units)?;
         let t = Instant::now();
-        let mut cur = self.decrypt_columns(&b.cts, batch_len)?;
+        let mut cur = self.decrypt_forward(&b.cts, units, positions, batch_len)?;
         let mut stack = Vec::new();
         for layer in self.stack(k) {
             let next = layer.forward(cur.view())?;
@@ -409,14 +407,8 @@ impl Client {
         };
         self.state_mut(kind)?.stacks[k] = stack;
         self.times.add(Phase::ClientNonlinear, t.elapsed());
-        // The first layer's δ only feeds gradients and the bias, which use the packed form.
-        let mut cts = if last && k == 0 {
-            Vec::new()
-        } else {
-            self.encrypt_columns(to_send.view())?
-        };
         if last {
-            cts.extend(self.encrypt_packed(k, to_send.view())?);
+            let cts = self.encrypt_packed(k, to_send.view())?;
             if k == 0 {
                 self.state_mut(kind)?.backward_done = true;
             }
@@ -429,7 +421,7 @@ impl Client {
             Ok(ClientMessage::ForwardInput(CtBatch {
                 step: self.step,
                 layer: (k + 1) as u16,
-                cts,
+                cts: self.encrypt_columns(to_send.view())?,
             }))
         }
     }
@@ -447,18 +439,13 @@ impl Client {
         let in_dim = self.model.layers()[self.param_idx[k]].in_dim();
         self.check_batch(&b, kind, in_dim)?;
         let t = Instant::now();
-        let mut grad = self.decrypt_columns(&b.cts, batch_len)?;
+        let mut grad = self.decrypt_block_sums(&b.cts, batch_len)?;
         let stack = std::mem::take(&mut self.state_mut(kind)?.stacks[k - 1]);
         for (layer, input) in self.stack(k - 1).iter().zip(&stack).rev() {
             grad = backward_nonlinear(layer, input.view(), grad.view())?;
         }
         self.times.add(Phase::ClientNonlinear, t.elapsed());
-        let mut cts = if k == 1 {
-            Vec::new()
-        } else {
-            self.encrypt_columns(grad.view())?
-        };
-        cts.extend(self.encrypt_packed(k - 1, grad.view())?);
+        let cts = self.encrypt_packed(k - 1, grad.view())?;
         if k == 1 {
             self.state_mut(kind)?.backward_done = true;
         }
@@ -620,6 +607,56 @@ impl Client {
         cts.par_iter()
             .map(|ct| Ok(encoder.decode(&sk.decrypt(ct)?)?))
             .collect()
+    }
+
+    /// A layer's pre-activations `z = Wa + b` (`rows × units·positions`) from a forward
+    /// output: the packed products (ciphertext `G · positions + pos` holds unit `G·R + r`
+    /// in block `r`), then `[b_o]` per unit, whose decryption the client adds.
+    fn decrypt_forward(
+        &self,
+        cts: &[Ciphertext],
+        units: usize,
+        positions: usize,
+        rows: usize,
+    ) -> Result<Array2<f32>> {
+        let (replicas, block) = (self.replicas, self.block);
+        let packed_len = units.div_ceil(replicas) * positions;
+        let (packed, biases) = cts.split_at(packed_len.min(cts.len()));
+        let slots = self.decrypt_slots(packed)?;
+        // Every slot of [b_o] holds b_o: their mean averages the encryption noise away.
+        let biases: Vec<f64> = self
+            .decrypt_slots(biases)?
+            .iter()
+            .map(|v| v.iter().sum::<f64>() / v.len().max(1) as f64)
+            .collect();
+        let mut out = Array2::zeros((rows, units * positions));
+        for (i, values) in slots.iter().enumerate() {
+            let (group, pos) = (i / positions, i % positions);
+            for r in 0..replicas {
+                let o = group * replicas + r;
+                let Some(&bias) = biases.get(o) else { break };
+                let block_values = values.get(r * block..r * block + rows).unwrap_or(&[]);
+                for (j, &v) in block_values.iter().enumerate() {
+                    out[[j, o * positions + pos]] = (v + bias) as f32;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A backward output `[Wᵀδ]` (one ciphertext per input scalar whose `R` blocks hold
+    /// partial sums over the units of each block): the sum of the blocks, `rows × cts`.
+    fn decrypt_block_sums(&self, cts: &[Ciphertext], rows: usize) -> Result<Array2<f32>> {
+        let (replicas, block) = (self.replicas, self.block);
+        let cols = self.decrypt_slots(cts)?;
+        let mut out = Array2::zeros((rows, cts.len()));
+        for (i, col) in cols.iter().enumerate() {
+            for j in 0..rows {
+                let v: f64 = (0..replicas).filter_map(|r| col.get(r * block + j)).sum();
+                out[[j, i]] = v as f32;
+            }
+        }
+        Ok(out)
     }
 
     /// Decrypts one ciphertext per column; returns the first `rows` slots as `rows × cts`.

@@ -10,9 +10,9 @@
 //! |---|---|---|
 //! | [`Setup`] | client → server | parameter literal, public key, Galois keys, model JSON, training config |
 //! | forward input `[a_l]` | client → server | step, layer, ciphertexts (seeded, top level) |
-//! | forward output `[z_l]` | server → client | step, layer, compact ciphertexts (level 0 at `2^k`, [`result_bits`]) |
-//! | backward delta `[δ_l]` | client → server | step, layer, ciphertexts (seeded, top level): `δ` replicated (not for the first layer), then `δ` packed `R` units per ciphertext |
-//! | backward output `[Wᵀδ_l]` | server → client | step, layer, compact ciphertexts (level 0 at `2^k`) |
+//! | forward output `[z_l]` | server → client | step, layer, compact ciphertexts (level 0 at `2^k`, [`result_bits`]): `W a` packed `R` units per ciphertext (`⌈units/R⌉ · positions`; block `r` of ciphertext `G · positions + pos` holds unit `G·R + r`), then `[b_o]` per unit, which the client adds |
+//! | backward delta `[δ_l]` | client → server | step, layer, ciphertexts (seeded, top level): `δ` packed `R` units per ciphertext, as the forward output |
+//! | backward output `[Wᵀδ_l]` | server → client | step, layer, compact ciphertexts (level 0 at `2^k`), one per input scalar: block `r` holds the sum over the units `G·R + r`; the client adds the `R` blocks |
 //! | [`WeightGradients`] | server → client | step, layer, first weight, relinearized compact ciphertexts (level 0 at `2^k`) |
 //! | [`NoisyGradient`] | client → server | step, `f32` noisy averaged W-gradient |
 //! | model request | client → server | empty |
@@ -223,7 +223,7 @@ pub enum ClientMessage {
     Setup(Box<Setup>),
     /// `[a_l]`.
     ForwardInput(CtBatch),
-    /// `[δ_l]`.
+    /// `[δ_l]` packed `R` units per ciphertext.
     BackwardDelta(CtBatch),
     /// See [`NoisyGradient`].
     NoisyGradient(NoisyGradient),
@@ -235,9 +235,9 @@ pub enum ClientMessage {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ServerMessage {
-    /// `[z_l]`.
+    /// `[W_l a_l]` packed `R` units per ciphertext, then `[b_l]` (see the module docs).
     ForwardOutput(CtBatch),
-    /// `[Wᵀ δ_l]`.
+    /// `[Wᵀ δ_l]`, one partial sum per slot block.
     BackwardOutput(CtBatch),
     /// See [`WeightGradients`].
     WeightGradients(WeightGradients),

@@ -84,6 +84,13 @@ pub struct Server {
     /// Per replica block `r`: `-lr/(qN)` on the block's slots, 0 elsewhere (top level,
     /// encoded at the scale `q_1` that the rescale divides out).
     bias_masks: Vec<Plaintext>,
+    /// Per replica block `r`: the unscaled encoding coefficients of the block's indicator,
+    /// from which the packed weights are combined (encoding is linear before rounding).
+    block_coeffs: Vec<Vec<f64>>,
+    /// Per layer, the packed weights of the current `W` (built on first use after an
+    /// update): plaintext `G · patch + p` holds `W[G·R + r, p]` on block `r`'s slots, at the
+    /// top level and the scale `q_1` that the rescale divides out.
+    packed: Vec<Option<Arc<Vec<Plaintext>>>>,
     inputs: Vec<Option<Vec<Ciphertext>>>,
     jobs: VecDeque<GradientJob>,
     expect: Expect,
@@ -175,10 +182,19 @@ impl Server {
                 Ok(encoder.encode(&v, eval.scalar_scale(top), top)?)
             })
             .collect::<Result<Vec<_>>>()?;
+        let block_coeffs = (0..replicas)
+            .map(|r| {
+                let mut v = vec![0.0; replicas * block];
+                v[r * block..(r + 1) * block].fill(1.0);
+                Ok(encoder.to_coefficients(&v)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let n = plans.len();
         Ok(Self {
             eval,
             bias_masks,
+            block_coeffs,
+            packed: vec![None; n],
             params,
             galois: setup.galois_keys,
             relin: setup.relinearization_key,
@@ -336,6 +352,56 @@ impl Server {
         Ok(Some(msg))
     }
 
+    /// The packed weights of layer `l` (see [`Server::packed`]), encoded now if `W` changed
+    /// since they were last built.
+    fn packed_weights(&mut self, layer: usize) -> Result<Arc<Vec<Plaintext>>> {
+        if let Some(p) = &self.packed[layer] {
+            return Ok(Arc::clone(p));
+        }
+        let (replicas, top) = (self.replicas(), self.params.max_level());
+        let scale = self.eval.scalar_scale(top);
+        let encoder = Encoder::new(&self.params);
+        let (w, coeffs) = (&self.weights[layer], &self.block_coeffs);
+        let (units, patch) = (w.nrows(), w.ncols());
+        let pts = (0..self.groups(layer) * patch)
+            .into_par_iter()
+            .map(|i| {
+                let (g, p) = (i / patch, i % patch);
+                let mut c = vec![0.0; self.params.n()];
+                for (r, block) in coeffs.iter().enumerate() {
+                    let o = g * replicas + r;
+                    if o >= units {
+                        break;
+                    }
+                    let v = f64::from(w[[o, p]]);
+                    for (dst, &x) in c.iter_mut().zip(block) {
+                        *dst += v * x;
+                    }
+                }
+                Ok(encoder.encode_coefficients(&c, scale, top)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let pts = Arc::new(pts);
+        self.packed[layer] = Some(Arc::clone(&pts));
+        Ok(pts)
+    }
+
+    /// `Σ_(i, k) ∈ terms[j] pts[k] ⊙ cts[i]` for every `j`, rescaled to level 0.
+    fn plain_layer(
+        &self,
+        cts: &[Ciphertext],
+        pts: &[Plaintext],
+        terms: &[Vec<(u32, u32)>],
+    ) -> Result<Vec<Ciphertext>> {
+        let refs: Vec<&Ciphertext> = cts.iter().collect();
+        let pts: Vec<&Plaintext> = pts.iter().collect();
+        let terms: Vec<&[(u32, u32)]> = terms.iter().map(Vec::as_slice).collect();
+        let mut out = self.eval.plain_dot_products(&refs, &pts, &terms)?;
+        out.par_iter_mut()
+            .try_for_each(|ct| self.eval.rescale_assign(ct))?;
+        Ok(out)
+    }
+
     /// `R`.
     fn replicas(&self) -> usize {
         self.config.replicas as usize
@@ -392,34 +458,27 @@ impl Server {
         }
         let plan = &self.plans[layer];
         self.check_batch(&b, kind, plan.in_dim())?;
-        let (w, bias, eval) = (&self.weights[layer], &self.biases[layer], &self.eval);
-        let (units, positions) = (plan.units(), plan.positions());
-        // One task per (position, block of units): the block's outputs share the position's
-        // inputs, which the fused kernel then reads from memory once for all of them.
-        let blocks = units.div_ceil(UNIT_BLOCK);
-        let pieces = (0..positions * blocks)
-            .into_par_iter()
-            .map(|task| {
-                let (pos, blk) = (task / blocks, task % blocks);
-                let us = blk * UNIT_BLOCK..((blk + 1) * UNIT_BLOCK).min(units);
-                let (refs, cols): (Vec<&Ciphertext>, Vec<usize>) = (0..plan.patch())
-                    .filter_map(|p| plan.input_at(p, pos).map(|q| (&b.cts[q], p)))
-                    .unzip();
-                let ws: Vec<f64> = us
-                    .clone()
-                    .flat_map(|o| cols.iter().map(move |&p| f64::from(w[[o, p]])))
-                    .collect();
-                let zs = eval.linear_combinations(&refs, &ws)?;
-                us.zip(zs)
-                    .map(|(o, mut z)| {
-                        eval.rescale_assign(&mut z)?;
-                        eval.add_assign(&mut z, &bias[o])?;
-                        Ok((o * positions + pos, z))
+        let packed = self.packed_weights(layer)?;
+        let plan = &self.plans[layer];
+        let (groups, patch, positions) = (self.groups(layer), plan.patch(), plan.positions());
+        // Output G · positions + pos = Σ_p packed[G · patch + p] ⊙ a[map(p, pos)]; the
+        // evaluator computes the whole layer one coefficient block at a time, so each input
+        // and packed weight is read from memory once for all outputs.
+        let terms: Vec<Vec<(u32, u32)>> = (0..groups * positions)
+            .map(|i| {
+                let (g, pos) = (i / positions, i % positions);
+                (0..patch)
+                    .filter_map(|p| {
+                        let q = plan.input_at(p, pos)?;
+                        Some((q as u32, (g * patch + p) as u32))
                     })
-                    .collect::<Result<Vec<_>>>()
+                    .collect()
             })
-            .collect::<Result<Vec<_>>>()?;
-        let cts = in_order(plan.out_dim(), pieces)?;
+            .collect();
+        let mut cts = self.plain_layer(&b.cts, &packed, &terms)?;
+        // The client adds the biases itself: the server cannot pack [b_o] into block r
+        // without a second multiplicative level.
+        cts.extend(self.biases[layer].iter().cloned());
         self.inputs[layer] = Some(b.cts);
         self.expect = if layer + 1 < self.plans.len() {
             Expect::Forward(layer + 1)
@@ -442,20 +501,23 @@ impl Server {
                 expected: "the output gradient of the current layer",
             });
         }
+        let packed_len = self.groups(layer) * self.plans[layer].positions();
+        self.check_batch(&b, kind, packed_len)?;
+        let weights = if layer > 0 {
+            Some(self.packed_weights(layer)?)
+        } else {
+            None
+        };
         let plan = &self.plans[layer];
-        // The first layer needs no Wᵀδ, so the client sends only the packed δ.
-        let replicated_len = if layer > 0 { plan.out_dim() } else { 0 };
-        let packed_len = self.groups(layer) * plan.positions();
-        self.check_batch(&b, kind, replicated_len + packed_len)?;
-        let mut b = b;
-        let packed = b.cts.split_off(replicated_len);
+        let delta = b.cts;
+        let packed = delta.as_slice();
         let eval = &self.eval;
-        let w = &self.weights[layer];
         let replicas = self.replicas();
+        let groups_n = self.groups(layer);
         // [b_o] -= lr/(qN) · Σ_slots Σ_pos [δ_{o,pos}], from the packed δ: unit o sits in
         // block o mod R of group o div R, selected by that block's mask. The averaged bias
         // gradient is never decrypted by the server.
-        let group_sums = (0..self.groups(layer))
+        let group_sums = (0..groups_n)
             .into_par_iter()
             .map(|g| {
                 let row = &packed[g * plan.positions()..(g + 1) * plan.positions()];
@@ -477,51 +539,26 @@ impl Server {
                 Ok(total)
             })
             .collect::<Result<Vec<_>>>()?;
-        let reply = if layer > 0 {
-            // Inputs read at the same positions share their δ operands: one fused
-            // combination per (group, block of members).
-            let groups = plan.reader_groups();
-            let tasks: Vec<(usize, usize)> = groups
-                .iter()
-                .enumerate()
-                .flat_map(|(g, grp)| {
-                    (0..grp.members.len().div_ceil(UNIT_BLOCK)).map(move |blk| (g, blk))
-                })
-                .collect();
-            let replicated = &b.cts;
-            let pieces = tasks
-                .into_par_iter()
-                .map(|(g, blk)| {
-                    let grp = &groups[g];
-                    let members = &grp.members
-                        [blk * UNIT_BLOCK..((blk + 1) * UNIT_BLOCK).min(grp.members.len())];
-                    let refs: Vec<&Ciphertext> = (0..plan.units())
-                        .flat_map(|o| {
-                            grp.positions
-                                .iter()
-                                .map(move |&pos| &replicated[o * plan.positions() + pos as usize])
-                        })
-                        .collect();
-                    let ws: Vec<f64> = members
-                        .iter()
-                        .flat_map(|(_, ps)| {
-                            (0..plan.units()).flat_map(move |o| {
-                                ps.iter().map(move |&p| f64::from(w[[o, p as usize]]))
+        let reply = if let Some(weights) = weights.as_deref() {
+            // [Wᵀδ] from the packed δ and the packed weights: block r of input q's result
+            // sums Σ_G Σ_(p,pos) W[G·R + r, p] · δ[G·R + r, pos] over the (p, pos) that read
+            // q, and the client adds the R blocks.
+            let (patch, positions) = (plan.patch(), plan.positions());
+            let terms: Vec<Vec<(u32, u32)>> = (0..plan.in_dim())
+                .map(|q| {
+                    (0..groups_n)
+                        .flat_map(|g| {
+                            plan.readers(q).iter().map(move |&(p, pos)| {
+                                (
+                                    (g * positions + pos as usize) as u32,
+                                    (g * patch + p as usize) as u32,
+                                )
                             })
                         })
-                        .collect();
-                    let es = eval.linear_combinations(&refs, &ws)?;
-                    members
-                        .iter()
-                        .zip(es)
-                        .map(|(&(q, _), mut e)| {
-                            eval.rescale_assign(&mut e)?;
-                            Ok((q, e))
-                        })
-                        .collect::<Result<Vec<_>>>()
+                        .collect()
                 })
-                .collect::<Result<Vec<_>>>()?;
-            let cts = in_order(plan.in_dim(), pieces)?;
+                .collect();
+            let cts = self.plain_layer(packed, weights, &terms)?;
             Some(ServerMessage::BackwardOutput(CtBatch {
                 step: self.step,
                 layer: layer as u16,
@@ -538,7 +575,7 @@ impl Server {
             .ok_or_else(|| invalid(kind, "no stored layer input (forward pass incomplete)"))?;
         self.jobs.push_back(GradientJob {
             layer,
-            delta: packed,
+            delta,
             input,
             next: 0,
         });
@@ -573,6 +610,7 @@ impl Server {
             return Err(invalid(kind, "non-finite gradient entry"));
         }
         let lr = self.config.learning_rate;
+        self.packed.fill(None);
         let mut it = g.gradient.iter();
         for w in &mut self.weights {
             for (x, d) in w.iter_mut().zip(&mut it) {

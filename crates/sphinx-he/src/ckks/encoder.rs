@@ -61,28 +61,86 @@ impl Encoder {
                 slots,
             });
         }
-        check_scale(scale)?;
-        let basis = self.params.q_basis(level)?;
+        let coeffs = self.coefficients_of(values);
+        self.encode_coefficients(&coeffs, scale, level)
+            .map_err(|e| match e {
+                HeError::EncodingOverflow { .. } => HeError::EncodingOverflow {
+                    value: values
+                        .iter()
+                        .map(|c| c.re.abs().max(c.im.abs()))
+                        .fold(0.0, f64::max),
+                    scale,
+                },
+                other => other,
+            })
+    }
+
+    /// The real coefficients of the unscaled encoding of `values` (length `N`):
+    /// [`encode`](Self::encode) at scale `Δ` rounds `Δ ·` these. The map is linear, so a
+    /// caller that encodes many combinations `Σ_r w_r · v_r` of a few vectors can combine
+    /// their coefficients instead (`N · R` operations instead of an FFT each) and pass the
+    /// result to [`encode_coefficients`](Self::encode_coefficients).
+    ///
+    /// # Errors
+    /// [`HeError::TooManyValues`].
+    pub fn to_coefficients(&self, values: &[f64]) -> Result<Vec<f64>> {
+        let slots = self.slots();
+        if values.len() > slots {
+            return Err(HeError::TooManyValues {
+                got: values.len(),
+                slots,
+            });
+        }
+        let z: Vec<Complex> = values.iter().map(|&v| Complex::new(v, 0.0)).collect();
+        Ok(self.coefficients_of(&z))
+    }
+
+    /// The unscaled coefficients of at most `slots` complex values (missing ones zero).
+    fn coefficients_of(&self, values: &[Complex]) -> Vec<f64> {
+        let slots = self.slots();
         let mut z = values.to_vec();
         z.resize(slots, Complex::default());
         let mut w = Vec::new();
         self.fft.slots_to_coeffs(&z, &mut w);
-        let n = self.params.n();
-        let mut coeffs = vec![0i64; n];
+        let mut coeffs = vec![0.0; self.params.n()];
         for (k, wk) in w.iter().enumerate() {
-            for (dst, v) in [(k, wk.re), (k + slots, wk.im)] {
-                let x = round(v * scale);
-                if !x.is_finite() || x.abs() >= MAX_COEFF {
-                    let value = values
-                        .iter()
-                        .map(|c| c.re.abs().max(c.im.abs()))
-                        .fold(0.0, f64::max);
-                    return Err(HeError::EncodingOverflow { value, scale });
-                }
-                coeffs[dst] = x as i64;
-            }
+            coeffs[k] = wk.re;
+            coeffs[k + slots] = wk.im;
         }
-        let poly = Poly::<Coeff>::from_i64(basis, &coeffs)?.into_ntt(basis)?;
+        coeffs
+    }
+
+    /// The plaintext `round(scale · coeffs)` at `level` (see
+    /// [`to_coefficients`](Self::to_coefficients)).
+    ///
+    /// # Errors
+    /// [`HeError::LengthMismatch`] unless `coeffs` has `N` entries;
+    /// [`HeError::EncodingOverflow`] (a coefficient beyond `2^63` or not finite),
+    /// [`HeError::InvalidScale`], [`HeError::InvalidLevel`].
+    pub fn encode_coefficients(
+        &self,
+        coeffs: &[f64],
+        scale: f64,
+        level: usize,
+    ) -> Result<Plaintext> {
+        let n = self.params.n();
+        if coeffs.len() != n {
+            return Err(HeError::LengthMismatch {
+                left: n,
+                right: coeffs.len(),
+            });
+        }
+        check_scale(scale)?;
+        let basis = self.params.q_basis(level)?;
+        let mut ints = vec![0i64; n];
+        for (dst, &v) in ints.iter_mut().zip(coeffs) {
+            let x = round(v * scale);
+            if !x.is_finite() || x.abs() >= MAX_COEFF {
+                return Err(HeError::EncodingOverflow { value: v, scale });
+            }
+            *dst = x as i64;
+        }
+        let poly = Poly::<Coeff>::from_i64(basis, &ints)?.into_ntt(basis)?;
         Plaintext::from_poly(&self.params, poly, level, scale)
     }
 

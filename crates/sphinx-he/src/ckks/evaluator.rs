@@ -18,6 +18,11 @@ use crate::rlwe::keys::{
 };
 use crate::rlwe::keyswitch::{key_switch_add, key_switch_add_permuted};
 
+/// Coefficients per parallel task of [`Evaluator::plain_dot_products`]: small enough that
+/// one block of every input and plaintext of a layer stays in cache while all outputs
+/// read it.
+pub const PLAIN_DOT_BLOCK: usize = 32;
+
 /// Relative tolerance for "equal" scales in additions.
 const SCALE_TOLERANCE: f64 = 1e-10;
 
@@ -371,6 +376,171 @@ impl Evaluator {
             ct.scale *= delta;
         }
         Ok(out)
+    }
+
+    /// Several slot-wise linear combinations with plaintext *vectors*: output `j` is
+    /// `Σ_i pts[j · cts.len() + i] ⊙ cts[i]` over the `i` where the plaintext is present (an
+    /// output without terms is an encryption of zero). Like
+    /// [`linear_combinations`](Self::linear_combinations), but each weight may differ from
+    /// slot to slot, so one output can carry different units in different slot blocks.
+    /// Every plaintext has the ciphertexts' level and one common scale, which multiplies the
+    /// result's; rescale afterwards. Products are summed unreduced
+    /// (`sphinx_math::lazy::plain_matmul`).
+    ///
+    /// # Errors
+    /// [`HeError::LengthMismatch`] for an empty `cts` or if `pts.len()` is not a positive
+    /// multiple of `cts.len()`; [`HeError::ParamMismatch`], [`HeError::LevelMismatch`],
+    /// [`HeError::ScaleMismatch`] or [`HeError::UnsupportedCiphertextSize`] if the operands
+    /// differ.
+    pub fn plain_linear_combinations(
+        &self,
+        cts: &[&Ciphertext],
+        pts: &[Option<&Plaintext>],
+    ) -> Result<Vec<Ciphertext>> {
+        let first = match cts.first() {
+            Some(c) if pts.len().is_multiple_of(cts.len()) && !pts.is_empty() => *c,
+            _ => {
+                return Err(HeError::LengthMismatch {
+                    left: cts.len(),
+                    right: pts.len(),
+                });
+            }
+        };
+        let rows = pts.len() / cts.len();
+        let basis = self.basis_of(first)?;
+        for ct in cts {
+            self.check_pair(first, ct.param_id, ct.level)?;
+            Self::check_scales(first.scale, ct.scale)?;
+            Self::require_size(ct, "equal sizes", ct.size() == first.size())?;
+        }
+        let mut pt_scale = None;
+        for pt in pts.iter().flatten() {
+            self.check_pair(first, pt.param_id, pt.level)?;
+            match pt_scale {
+                None => pt_scale = Some(pt.scale),
+                Some(s) => Self::check_scales(s, pt.scale)?,
+            }
+        }
+        let mut polys: Vec<Vec<Poly<Ntt>>> = (0..rows)
+            .map(|_| (0..first.size()).map(|_| Poly::zero(basis)).collect())
+            .collect();
+        for (i, m) in basis.moduli().iter().enumerate() {
+            let ps: Vec<Option<&[u64]>> = pts.iter().map(|p| p.map(|p| p.poly.limb(i))).collect();
+            for part in 0..first.size() {
+                let xs: Vec<&[u64]> = cts.iter().map(|ct| ct.polys[part].limb(i)).collect();
+                let mut outs: Vec<&mut [u64]> =
+                    polys.iter_mut().map(|p| p[part].limb_mut(i)).collect();
+                lazy::plain_matmul(m, &xs, &ps, &mut outs)?;
+            }
+        }
+        let scale = first.scale * pt_scale.unwrap_or(1.0);
+        Ok(polys
+            .into_iter()
+            .map(|polys| Ciphertext {
+                polys,
+                param_id: first.param_id,
+                level: first.level,
+                scale,
+                seed: None,
+            })
+            .collect())
+    }
+
+    /// Sparse slot-wise products with plaintext vectors, for a whole layer at once: output
+    /// `j` is `Σ_{(i, k) ∈ terms[j]} pts[k] ⊙ cts[i]` (an output without terms is an
+    /// encryption of zero). The work runs in parallel over blocks of
+    /// [`PLAIN_DOT_BLOCK`] coefficients of each limb, every block computing all outputs,
+    /// so each input and plaintext is read from memory once however many outputs use it
+    /// (`sphinx_math::lazy::plain_dot_products`). Ciphertexts have two parts, one level and
+    /// one scale; plaintexts their level and one common scale, which multiplies the result's;
+    /// rescale afterwards.
+    ///
+    /// # Errors
+    /// [`HeError::LengthMismatch`] for an empty `cts` or `pts`, or an index out of range;
+    /// [`HeError::ParamMismatch`], [`HeError::LevelMismatch`], [`HeError::ScaleMismatch`],
+    /// [`HeError::UnsupportedCiphertextSize`].
+    pub fn plain_dot_products(
+        &self,
+        cts: &[&Ciphertext],
+        pts: &[&Plaintext],
+        terms: &[&[(u32, u32)]],
+    ) -> Result<Vec<Ciphertext>> {
+        let (Some(&first), Some(&pt0)) = (cts.first(), pts.first()) else {
+            return Err(HeError::LengthMismatch {
+                left: cts.len(),
+                right: pts.len(),
+            });
+        };
+        if let Some(&(i, k)) = terms
+            .iter()
+            .flat_map(|t| t.iter())
+            .find(|&&(i, k)| i as usize >= cts.len() || k as usize >= pts.len())
+        {
+            return Err(HeError::LengthMismatch {
+                left: cts.len().min(pts.len()),
+                right: (i.max(k)) as usize,
+            });
+        }
+        let basis = self.basis_of(first)?;
+        for ct in cts {
+            self.check_pair(first, ct.param_id, ct.level)?;
+            Self::check_scales(first.scale, ct.scale)?;
+            Self::require_size(ct, "2", ct.size() == 2)?;
+        }
+        for pt in pts {
+            self.check_pair(first, pt.param_id, pt.level)?;
+            Self::check_scales(pt0.scale, pt.scale)?;
+        }
+        let n = self.params.n();
+        let block = PLAIN_DOT_BLOCK.min(n);
+        let limbs = basis.moduli().len();
+        let mut polys: Vec<[Poly<Ntt>; 2]> = terms
+            .iter()
+            .map(|_| [Poly::zero(basis), Poly::zero(basis)])
+            .collect();
+        // Task b writes coefficient block b (limb-major) of every output.
+        let mut tasks: Vec<Vec<[&mut [u64]; 2]>> = (0..limbs * n / block)
+            .map(|_| Vec::with_capacity(terms.len()))
+            .collect();
+        for [p0, p1] in &mut polys {
+            for (task, (c0, c1)) in tasks.iter_mut().zip(
+                p0.data_mut()
+                    .chunks_mut(block)
+                    .zip(p1.data_mut().chunks_mut(block)),
+            ) {
+                task.push([c0, c1]);
+            }
+        }
+        let moduli = basis.moduli();
+        tasks
+            .into_par_iter()
+            .enumerate()
+            .try_for_each(|(b, mut outs)| {
+                let range = b * block..(b + 1) * block;
+                let m = &moduli[b * block / n];
+                let xs: Vec<[&[u64]; 2]> = cts
+                    .iter()
+                    .map(|c| {
+                        [
+                            &c.polys[0].data()[range.clone()],
+                            &c.polys[1].data()[range.clone()],
+                        ]
+                    })
+                    .collect();
+                let ps: Vec<&[u64]> = pts.iter().map(|p| &p.poly.data()[range.clone()]).collect();
+                lazy::plain_dot_products(m, &xs, &ps, terms, &mut outs)
+            })?;
+        let scale = first.scale * pt0.scale;
+        Ok(polys
+            .into_iter()
+            .map(|polys| Ciphertext {
+                polys: polys.into(),
+                param_id: first.param_id,
+                level: first.level,
+                scale,
+                seed: None,
+            })
+            .collect())
     }
 
     /// `Σ_i k_i · cts[i]` for integer weights: exact, consumes no level, keeps the scale.

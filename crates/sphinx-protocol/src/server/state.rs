@@ -136,6 +136,8 @@ impl Server {
             return Err(malformed("trailing bytes"));
         }
         server.step = step;
+        // The packed weights are derived from W: drop any built from the initial one.
+        server.packed.fill(None);
         Ok(server)
     }
 }
