@@ -24,6 +24,7 @@ use crate::messages::{
     TrainingConfig, WeightGradients,
 };
 use crate::plan::LayerPlan;
+use crate::update::WeightAverage;
 
 mod state;
 pub use state::{STATE_MAGIC, STATE_VERSION};
@@ -80,6 +81,9 @@ pub struct Server {
     config: TrainingConfig,
     plans: Vec<LayerPlan>,
     weights: Vec<Array2<f32>>,
+    /// `W̄`, the average that export and inference use (`update.rs`); empty when the
+    /// setup asks for none.
+    averaged: Vec<Array2<f32>>,
     biases: Vec<Vec<Ciphertext>>,
     /// Per replica block `r`: `-lr/(qN)` on the block's slots, 0 elsewhere (top level,
     /// encoded at the scale `q_1` that the rescale divides out).
@@ -175,8 +179,18 @@ impl Server {
                 Ok(encoder.encode(&v, eval.scalar_scale(top), top)?)
             })
             .collect::<Result<Vec<_>>>()?;
+        let average = WeightAverage {
+            decay: setup.training.weight_average,
+        };
+        average.validate()?;
+        let averaged = if average.is_enabled() {
+            weights.clone()
+        } else {
+            Vec::new()
+        };
         let n = plans.len();
         Ok(Self {
+            averaged,
             eval,
             bias_masks,
             params,
@@ -204,6 +218,17 @@ impl Server {
     #[must_use]
     pub fn weights(&self) -> &[Array2<f32>] {
         &self.weights
+    }
+
+    /// The weights that export and inference use: the average `W̄` when the setup asks
+    /// for one, else the training weights.
+    #[must_use]
+    pub fn model_weights(&self) -> &[Array2<f32>] {
+        if self.averaged.is_empty() {
+            &self.weights
+        } else {
+            &self.averaged
+        }
     }
 
     /// Completed steps.
@@ -249,7 +274,7 @@ impl Server {
             ClientMessage::ModelRequest => {
                 Ok(vec![ServerMessage::ModelExport(Box::new(ModelExport {
                     weights: self
-                        .weights
+                        .model_weights()
                         .iter()
                         .map(|w| w.iter().copied().collect())
                         .collect(),
@@ -578,6 +603,12 @@ impl Server {
             for (x, d) in w.iter_mut().zip(&mut it) {
                 *x -= lr * d;
             }
+        }
+        if !self.averaged.is_empty() {
+            WeightAverage {
+                decay: self.config.weight_average,
+            }
+            .update(&mut self.averaged, &self.weights);
         }
         self.step += 1;
         self.expect = Expect::Forward(0);

@@ -33,6 +33,7 @@ fn new_client(spec: &sphinx_nn::model::ModelSpec) -> (Client, Setup, Arc<Paramet
             learning_rate: 0.1,
             init_seed: common::INIT_SEED,
             bias_init: common::BIAS_INIT,
+            weight_average: 0.0,
             budget: common::budget(50.0),
         },
         ChaCha20Rng::seed_from_u64(6),

@@ -120,6 +120,7 @@ pub fn pair(
             learning_rate: lr,
             init_seed: INIT_SEED,
             bias_init: BIAS_INIT,
+            weight_average: 0.0,
             budget: budget(epsilon),
         },
         ChaCha20Rng::seed_from_u64(dp_seed + 1),
