@@ -104,6 +104,7 @@ pub fn build_client(
             learning_rate: record.learning_rate,
             init_seed: record.init_seed,
             bias_init: record.bias_init,
+            weight_average: record.weight_average,
             budget: PrivacyBudget {
                 epsilon: Epsilon::new(record.epsilon)?,
                 delta: Delta::new(record.delta)?,

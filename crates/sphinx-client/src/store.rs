@@ -144,6 +144,10 @@ pub struct ModelRecord {
     pub init_seed: u64,
     /// Initial bias value.
     pub bias_init: f32,
+    /// Decay of the server's average of `W` that export and inference use (0: the last
+    /// iterate; records from before the field read as 0).
+    #[serde(default)]
+    pub weight_average: f32,
 }
 
 impl ModelRecord {
@@ -583,6 +587,7 @@ mod tests {
             sample_rate: 0.2,
             init_seed: 9,
             bias_init: 0.01,
+            weight_average: 0.0,
         };
         let secrets = ModelSecrets::generate().unwrap();
         dir.create_model(&record, &secrets).unwrap();

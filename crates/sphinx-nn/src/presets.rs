@@ -10,6 +10,7 @@
 //! | `mlp-30-square` | 1×28×28 | FC 30 → Square → FC 10 | 23,860 |
 //! | `mlp-100-square` | 1×28×28 | FC 100 → Square → FC 10 | 79,510 |
 //! | `pool-mlp-30` | 1×28×28 | avgpool 2 → FC 30 → ReLU → FC 10 | 6,220 |
+//! | `pool-mlp-40` | 1×28×28 | avgpool 2 → FC 40 → ReLU → FC 10 | 8,290 |
 //! | `lenet5` | 1×28×28 | conv 5×5 6 pad 2 → ReLU → avgpool 2 → conv 5×5 16 → ReLU → avgpool 2 → FC 120 → ReLU → FC 84 → ReLU → FC 10 | 61,706 |
 //! | `scatternet-linear` | 1×28×28 | scattering J = 2, L = 8 (81×7×7) → group norm 27 → FC 10 | 39,700 |
 //!
@@ -36,7 +37,9 @@
 //!   in the clear before encrypting (a parameter-free first layer runs on the client), so
 //!   the encrypted first layer has 196 inputs instead of 784: about a quarter of the
 //!   ciphertexts per step, and under DP-SGD a quarter of the weights to add noise to.
-//!   It is the default model of `sphinx demo` (README, "Why this default").
+//!   `pool-mlp-40` is the same with 40 hidden units, the default model of `sphinx demo`
+//!   (README, "Why this default"): under DP-SGD on the 8,000-digit sample it is about
+//!   0.3 points more accurate than `pool-mlp-30` for 1.4× the encrypted step.
 //! - `lenet5` is LeCun et al.'s LeNet-5 layout (6 and 16 channels, FC 120-84-10, the first
 //!   convolution padded so 28×28 behaves like the original 32×32 input), with ReLU and
 //!   average pooling instead of the scaled tanh and trainable subsampling.
@@ -78,13 +81,15 @@ pub enum Preset {
     Lenet5,
     /// 2×2 average pooling of the 28×28 input, then 196-30-10, ReLU.
     PoolMlp30,
+    /// 2×2 average pooling of the 28×28 input, then 196-40-10, ReLU.
+    PoolMlp40,
     /// Scattering features, group norm, linear classifier (Tramèr & Boneh 2021).
     ScatternetLinear,
 }
 
 impl Preset {
     /// Every preset.
-    pub const ALL: [Preset; 10] = [
+    pub const ALL: [Preset; 11] = [
         Self::SphinxMnistCnn,
         Self::SphinxMnistCnnTanh,
         Self::SphinxCifar10Cnn,
@@ -94,11 +99,12 @@ impl Preset {
         Self::Mlp100Square,
         Self::Lenet5,
         Self::PoolMlp30,
+        Self::PoolMlp40,
         Self::ScatternetLinear,
     ];
 
     /// Every preset's name, in [`Self::ALL`] order.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "sphinx-mnist-cnn",
         "sphinx-mnist-cnn-tanh",
         "sphinx-cifar10-cnn",
@@ -108,6 +114,7 @@ impl Preset {
         "mlp-100-square",
         "lenet5",
         "pool-mlp-30",
+        "pool-mlp-40",
         "scatternet-linear",
     ];
 
@@ -123,6 +130,7 @@ impl Preset {
             Self::Mlp100Square => "mlp-100-square",
             Self::Lenet5 => "lenet5",
             Self::PoolMlp30 => "pool-mlp-30",
+            Self::PoolMlp40 => "pool-mlp-40",
             Self::ScatternetLinear => "scatternet-linear",
         }
     }
@@ -190,6 +198,10 @@ impl Preset {
             Self::PoolMlp30 => (
                 mnist,
                 vec![pool.clone(), Flatten, fc(196, 30), Relu, fc(30, 10)],
+            ),
+            Self::PoolMlp40 => (
+                mnist,
+                vec![pool.clone(), Flatten, fc(196, 40), Relu, fc(40, 10)],
             ),
             Self::Mlp100 => (mnist, vec![Flatten, fc(784, 100), Relu, fc(100, 10)]),
             Self::Mlp30Square => (mnist, vec![Flatten, fc(784, 30), Square, fc(30, 10)]),

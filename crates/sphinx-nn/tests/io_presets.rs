@@ -21,6 +21,7 @@ fn presets_build_with_documented_sizes() {
         ("mlp-100-square", 79_510),
         ("lenet5", 61_706),
         ("pool-mlp-30", 6_220),
+        ("pool-mlp-40", 8_290),
         ("scatternet-linear", 39_700),
     ];
     for (name, params) in expected {

@@ -40,6 +40,9 @@ pub struct ClientConfig {
     pub init_seed: u64,
     /// Initial value of every bias (public; see [`TrainingConfig::bias_init`]).
     pub bias_init: f32,
+    /// Decay of the exported average of `W` (public; see
+    /// [`TrainingConfig::weight_average`]; 0: the last iterate).
+    pub weight_average: f32,
     /// The (ε, δ) the run may never exceed.
     pub budget: PrivacyBudget,
 }
@@ -122,7 +125,8 @@ impl Client {
     ///
     /// # Errors
     /// [`ProtocolError::UnsupportedModel`] if the model has no parameterized layer or the
-    /// aggregator's dimension is wrong; [`ProtocolError::He`] from key generation.
+    /// aggregator's dimension is wrong; [`ProtocolError::Malformed`] for a weight-average
+    /// decay outside `[0, 1)`; [`ProtocolError::He`] from key generation.
     pub fn new(
         params: Arc<Parameters>,
         spec: ModelSpec,
@@ -131,6 +135,10 @@ impl Client {
         config: ClientConfig,
         mut rng: ChaCha20Rng,
     ) -> Result<(Self, ClientMessage)> {
+        crate::update::WeightAverage {
+            decay: config.weight_average,
+        }
+        .validate()?;
         let model = Model::zeros(spec.clone())?;
         let param_idx = model.param_layer_indices();
         if param_idx.is_empty() {
@@ -180,6 +188,7 @@ impl Client {
                 bias_init: config.bias_init,
                 replicas: replicas as u32,
                 block: block as u32,
+                weight_average: config.weight_average,
             },
         };
         let client = Self {

@@ -34,7 +34,7 @@
 //!     sample_rate: SampleRate::new(0.25)?, dataset_size: 20,
 //! };
 //! let config = ClientConfig {
-//!     learning_rate: 0.1, init_seed: 1, bias_init: 0.01,
+//!     learning_rate: 0.1, init_seed: 1, bias_init: 0.01, weight_average: 0.0,
 //!     budget: PrivacyBudget { epsilon: Epsilon::new(10.0)?, delta: Delta::new(1e-5)? },
 //! };
 //! let params = sphinx_protocol::params::build_training_parameters()?;
@@ -186,6 +186,7 @@ mod tests {
             learning_rate: 0.1,
             init_seed: 1,
             bias_init: 0.01,
+            weight_average: 0.0,
             budget: PrivacyBudget {
                 epsilon: Epsilon::new(50.0).unwrap(),
                 delta: Delta::new(1e-5).unwrap(),

@@ -12,6 +12,7 @@
 //! - [`session::Session`]: an in-process driver; [`wire`]: the network frames that carry
 //!   these messages between `sphinx-client` and `sphinx-server`; [`client_state`]:
 //!   snapshots that let a restarted client resume training exactly.
+//! - [`update`]: iterate averaging of `W` (what a run exports).
 //! - [`pure_he`]: the Pure-HE baseline's operation counts and measured unit costs.
 //! - [`inference`]: private inference (preprocessing, online phase, refresh) and its
 //!   baselines.
@@ -49,7 +50,7 @@
 //!     sample_rate: SampleRate::new(0.25)?, dataset_size: 20,
 //! };
 //! let config = ClientConfig {
-//!     learning_rate: 0.1, init_seed: 1, bias_init: 0.01,
+//!     learning_rate: 0.1, init_seed: 1, bias_init: 0.01, weight_average: 0.0,
 //!     budget: PrivacyBudget { epsilon: Epsilon::new(10.0)?, delta: Delta::new(1e-5)? },
 //! };
 //! let params = sphinx_protocol::params::build_training_parameters()?;
@@ -74,6 +75,7 @@ pub mod pure_he;
 pub mod reference;
 pub mod server;
 pub mod session;
+pub mod update;
 pub mod wire;
 
 pub use error::{ProtocolError, Result};

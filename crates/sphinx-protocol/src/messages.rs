@@ -150,6 +150,10 @@ pub struct TrainingConfig {
     /// Slots per replica block (`R · block ≤ slots`): block `r` is slots
     /// `r·block .. (r+1)·block`.
     pub block: u32,
+    /// Decay of the average `W̄` that export and inference use
+    /// ([`WeightAverage`](crate::update::WeightAverage); 0: the last iterate). A trailing
+    /// field: a Setup without it (older clients) means 0.
+    pub weight_average: f32,
 }
 
 /// The client's opening message: public material only.
@@ -388,7 +392,7 @@ fn put_literal(out: &mut Vec<u8>, l: &ParametersLiteral) {
     out.extend_from_slice(&sec.to_le_bytes());
 }
 
-const TRAINING_CONFIG_LEN: usize = 4 + 8 + 8 + 4 + 4 + 4;
+const TRAINING_CONFIG_LEN: usize = 4 + 8 + 8 + 4 + 4 + 4 + 4;
 
 fn envelope(kind: MessageKind, body: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::with_capacity(ENVELOPE_LEN + body.len());
@@ -476,6 +480,7 @@ impl ClientMessage {
                 out.extend_from_slice(&s.training.bias_init.to_le_bytes());
                 out.extend_from_slice(&s.training.replicas.to_le_bytes());
                 out.extend_from_slice(&s.training.block.to_le_bytes());
+                out.extend_from_slice(&s.training.weight_average.to_le_bytes());
                 out
             }
             Self::ForwardInput(b) | Self::BackwardDelta(b) => batch_body(b, params, kind)?,
@@ -691,7 +696,16 @@ pub fn decode_setup(bytes: &[u8], limit: usize) -> Result<Setup> {
     let bias_init = f32::from_le_bytes(c.array()?);
     let replicas = c.u32()?;
     let block = c.u32()?;
+    let weight_average = if c.bytes.is_empty() {
+        0.0
+    } else {
+        f32::from_le_bytes(c.array()?)
+    };
     c.finish()?;
+    crate::update::WeightAverage {
+        decay: weight_average,
+    }
+    .validate()?;
     if !(learning_rate.is_finite() && expected_batch_size.is_finite() && bias_init.is_finite())
         || expected_batch_size <= 0.0
     {
@@ -712,6 +726,7 @@ pub fn decode_setup(bytes: &[u8], limit: usize) -> Result<Setup> {
             bias_init,
             replicas,
             block,
+            weight_average,
         },
     })
 }

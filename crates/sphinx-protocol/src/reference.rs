@@ -6,13 +6,14 @@
 //! the expected batch size `q·N`. Same aggregator seed ⇒ same Poisson batches and the
 //! same noise draws as an encrypted run.
 
-use ndarray::{Array1, Axis};
+use ndarray::{Array1, Array2, Axis};
 use sphinx_dp::DpSgdAggregator;
 use sphinx_nn::data::Dataset;
 use sphinx_nn::loss::softmax_cross_entropy;
 use sphinx_nn::model::{Model, ModelSpec};
 
 use crate::error::{ProtocolError, Result};
+use crate::update::WeightAverage;
 
 /// What one reference step saw.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,6 +32,9 @@ pub struct ReferenceTrainer {
     model: Model,
     agg: DpSgdAggregator,
     learning_rate: f32,
+    average: WeightAverage,
+    /// `W̄`, one matrix per parameterized layer (kept only when averaging).
+    averaged: Vec<Array2<f32>>,
 }
 
 impl ReferenceTrainer {
@@ -64,7 +68,51 @@ impl ReferenceTrainer {
             model,
             agg: aggregator,
             learning_rate,
+            average: WeightAverage::NONE,
+            averaged: Vec::new(),
         })
+    }
+
+    /// The same trainer keeping the server's average `W̄` of the weights
+    /// ([`WeightAverage`]), from `W⁰`.
+    ///
+    /// # Errors
+    /// [`ProtocolError::Malformed`] for a decay outside `[0, 1)`.
+    pub fn with_weight_average(mut self, average: WeightAverage) -> Result<Self> {
+        average.validate()?;
+        self.average = average;
+        self.averaged = if average.is_enabled() {
+            self.weights()
+        } else {
+            Vec::new()
+        };
+        Ok(self)
+    }
+
+    fn weights(&self) -> Vec<Array2<f32>> {
+        self.model
+            .param_layers()
+            .map(|p| p.weight().clone())
+            .collect()
+    }
+
+    /// What the run exports: the current model with `W̄` in place of `W` when averaging
+    /// (the biases are the current ones), else the current model.
+    ///
+    /// # Errors
+    /// [`ProtocolError::UnsupportedModel`] if the model lost a parameterized layer.
+    pub fn exported_model(&self) -> Result<Model> {
+        let mut model = self.model.clone();
+        if self.average.is_enabled() {
+            let idx = model.param_layer_indices();
+            for (&i, avg) in idx.iter().zip(&self.averaged) {
+                let layer = model.layers_mut()[i]
+                    .as_param_mut()
+                    .ok_or_else(|| ProtocolError::UnsupportedModel("layer index".into()))?;
+                layer.weight_mut().assign(avg);
+            }
+        }
+        Ok(model)
     }
 
     /// The current model.
@@ -74,7 +122,7 @@ impl ReferenceTrainer {
     }
 
     /// One step: Poisson batch, per-sample W-gradients clipped jointly and noised by the
-    /// aggregator, bias gradient sum divided by `q·N`, SGD update.
+    /// aggregator, bias gradient sum divided by `q·N`, SGD update, then the average `W̄`.
     ///
     /// # Errors
     /// Shape errors if `data` does not fit the model; aggregation errors.
@@ -133,6 +181,10 @@ impl ReferenceTrainer {
             for (b, s) in layer.bias_mut().iter_mut().zip(sum) {
                 *b -= scale * s;
             }
+        }
+        if self.average.is_enabled() {
+            let w = self.weights();
+            self.average.update(&mut self.averaged, &w);
         }
         Ok(stats)
     }

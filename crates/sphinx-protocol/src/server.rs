@@ -24,6 +24,7 @@ use crate::messages::{
     TrainingConfig, WeightGradients,
 };
 use crate::plan::LayerPlan;
+use crate::update::WeightAverage;
 
 mod state;
 pub use state::{STATE_MAGIC, STATE_VERSION};
@@ -80,6 +81,9 @@ pub struct Server {
     config: TrainingConfig,
     plans: Vec<LayerPlan>,
     weights: Vec<Array2<f32>>,
+    /// `W̄`, the average that export and inference use (`update.rs`); empty when the
+    /// setup asks for none.
+    averaged: Vec<Array2<f32>>,
     biases: Vec<Vec<Ciphertext>>,
     /// Per replica block `r`: `-lr/(qN)` on the block's slots, 0 elsewhere (top level,
     /// encoded at the scale `q_1` that the rescale divides out).
@@ -189,8 +193,18 @@ impl Server {
                 Ok(encoder.to_coefficients(&v)?)
             })
             .collect::<Result<Vec<_>>>()?;
+        let average = WeightAverage {
+            decay: setup.training.weight_average,
+        };
+        average.validate()?;
+        let averaged = if average.is_enabled() {
+            weights.clone()
+        } else {
+            Vec::new()
+        };
         let n = plans.len();
         Ok(Self {
+            averaged,
             eval,
             bias_masks,
             block_coeffs,
@@ -220,6 +234,17 @@ impl Server {
     #[must_use]
     pub fn weights(&self) -> &[Array2<f32>] {
         &self.weights
+    }
+
+    /// The weights that export and inference use: the average `W̄` when the setup asks
+    /// for one, else the training weights.
+    #[must_use]
+    pub fn model_weights(&self) -> &[Array2<f32>] {
+        if self.averaged.is_empty() {
+            &self.weights
+        } else {
+            &self.averaged
+        }
     }
 
     /// Completed steps.
@@ -265,7 +290,7 @@ impl Server {
             ClientMessage::ModelRequest => {
                 Ok(vec![ServerMessage::ModelExport(Box::new(ModelExport {
                     weights: self
-                        .weights
+                        .model_weights()
                         .iter()
                         .map(|w| w.iter().copied().collect())
                         .collect(),
@@ -616,6 +641,12 @@ impl Server {
             for (x, d) in w.iter_mut().zip(&mut it) {
                 *x -= lr * d;
             }
+        }
+        if !self.averaged.is_empty() {
+            WeightAverage {
+                decay: self.config.weight_average,
+            }
+            .update(&mut self.averaged, &self.weights);
         }
         self.step += 1;
         self.expect = Expect::Forward(0);

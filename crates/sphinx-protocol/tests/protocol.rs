@@ -120,6 +120,7 @@ fn every_message_is_versioned_and_its_size_exact() {
                 learning_rate: 0.1,
                 init_seed: 1,
                 bias_init: 0.01,
+                weight_average: 0.0,
                 budget: common::budget(100.0),
             },
             rand_chacha::ChaCha20Rng::seed_from_u64(6),

@@ -33,6 +33,8 @@ fn new_client(spec: &sphinx_nn::model::ModelSpec) -> (Client, Setup, Arc<Paramet
             learning_rate: 0.1,
             init_seed: common::INIT_SEED,
             bias_init: common::BIAS_INIT,
+            // Averaging on, so the snapshots carry W̄ too.
+            weight_average: 0.5,
             budget: common::budget(50.0),
         },
         ChaCha20Rng::seed_from_u64(6),
@@ -101,6 +103,8 @@ fn snapshots_round_trip_and_refuse_corruption() {
     let back = Server::restore(setup.clone(), &snap, &mut rng).unwrap();
     assert_eq!(back.step(), 1);
     assert_eq!(back.weights(), server.weights());
+    assert_eq!(back.model_weights(), server.model_weights());
+    assert_ne!(server.model_weights(), server.weights(), "W̄ is kept apart");
     assert_eq!(back.snapshot().unwrap(), snap);
 
     // Only between steps.

@@ -56,6 +56,7 @@ fn client(seed: u64) -> (Client, ClientMessage) {
             learning_rate: 0.1,
             init_seed: seed,
             bias_init: 0.01,
+            weight_average: 0.0,
             // Timing only: a budget the run cannot reach.
             budget: PrivacyBudget {
                 epsilon: Epsilon::new(1e6).unwrap(),

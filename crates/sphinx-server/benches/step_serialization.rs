@@ -64,6 +64,7 @@ fn bench(c: &mut Criterion) {
             learning_rate: 0.1,
             init_seed: 1,
             bias_init: 0.01,
+            weight_average: 0.0,
             budget: PrivacyBudget {
                 epsilon: Epsilon::new(1e6).unwrap(),
                 delta: Delta::new(1e-5).unwrap(),

@@ -1011,7 +1011,8 @@ fn step(
     Ok(server.step())
 }
 
-/// The model's committed weights with zero biases: what the inference role computes with.
+/// The model's committed weights (the average `W̄` when the setup keeps one) with zero
+/// biases: what the inference role computes with.
 fn committed_weights(
     shared: &Shared,
     account: AccountId,
@@ -1021,7 +1022,7 @@ fn committed_weights(
     let setup = decode_setup(&stored.setup, stored.setup.len())?;
     let spec = setup.model.clone();
     let server = Server::restore(setup, &stored.state, &mut rand::rng())?;
-    Ok(model_with_weights(&spec, server.weights())?)
+    Ok(model_with_weights(&spec, server.model_weights())?)
 }
 
 /// The blocking part of an `Inference` request. `state` is the connection's inference role

@@ -68,5 +68,8 @@ fn demo_writes_json_and_report() {
         serde_json::from_slice(&std::fs::read(report.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["steps"], 2);
     assert_eq!(summary["test_examples"], 40);
+    // The default exports the server's moving average of W (docs/protocol.md).
+    let decay = summary["weight_average"].as_f64().unwrap();
+    assert!((decay - 0.9).abs() < 1e-6, "{summary}");
     assert!(report.join("model/model.safetensors").is_file());
 }

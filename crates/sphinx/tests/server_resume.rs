@@ -59,6 +59,7 @@ fn client() -> (Client, ClientMessage, std::sync::Arc<Parameters>) {
         learning_rate: 0.2,
         init_seed: 3,
         bias_init: 0.01,
+        weight_average: 0.0,
         budget: PrivacyBudget {
             epsilon: Epsilon::new(50.0).unwrap(),
             delta: Delta::new(1e-5).unwrap(),

@@ -6,7 +6,9 @@
 //! jobs are empty). Format (little-endian): magic `SPXS`, `u16` version, `u64` step, `u32`
 //! layers, then per parameterized layer `u32` rows, `u32` columns, `f32` weights row-major,
 //! `u32` bias count and that many `u32`-length-prefixed ciphertexts in `sphinx-he`'s
-//! serialization.
+//! serialization; then, from version 2 and only when the setup asks for a weight average,
+//! the average `W̄` of every layer as `f32` row-major (same shapes). A version-1 state
+//! restored under such a setup restarts the average from the stored `W`.
 
 use rand::{CryptoRng, RngCore};
 use sphinx_he::Ciphertext;
@@ -21,7 +23,7 @@ use crate::messages::Setup;
 pub const STATE_MAGIC: [u8; 4] = *b"SPXS";
 
 /// Version of the stored server state format.
-pub const STATE_VERSION: u16 = 1;
+pub const STATE_VERSION: u16 = 2;
 
 fn malformed(reason: impl Into<String>) -> ProtocolError {
     ProtocolError::Malformed(format!("server state: {}", reason.into()))
@@ -71,6 +73,11 @@ impl Server {
                 out.extend_from_slice(&bytes);
             }
         }
+        for a in &self.averaged {
+            for v in a {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
         Ok(out)
     }
 
@@ -93,7 +100,7 @@ impl Server {
             return Err(malformed("magic"));
         }
         let version = u16::from_le_bytes(r.array()?);
-        if version != STATE_VERSION {
+        if !(1..=STATE_VERSION).contains(&version) {
             return Err(malformed(format!(
                 "version {version}; this build reads {STATE_VERSION}"
             )));
@@ -130,6 +137,22 @@ impl Server {
                     return Err(malformed("bias ciphertext level, size or scale"));
                 }
                 *fresh = ct;
+            }
+        }
+        if version == 1 {
+            if !server.averaged.is_empty() {
+                server.averaged.clone_from(&server.weights);
+            }
+        } else {
+            for a in &mut server.averaged {
+                let raw = r.take(4 * a.len())?;
+                for (dst, c) in a.iter_mut().zip(raw.chunks_exact(4)) {
+                    let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    if !v.is_finite() {
+                        return Err(malformed("non-finite averaged weight"));
+                    }
+                    *dst = v;
+                }
             }
         }
         if !r.bytes.is_empty() {

@@ -14,6 +14,7 @@ use sphinx_protocol::client::{Client, ClientConfig};
 use sphinx_protocol::params::build_training_parameters;
 use sphinx_protocol::reference::ReferenceTrainer;
 use sphinx_protocol::session::Session;
+use sphinx_protocol::update::WeightAverage;
 
 /// 28×28 → avg-pool 4 → 7×7 → FC 16 → ReLU → FC 10 (944 weights).
 pub fn tiny_mlp() -> ModelSpec {
@@ -109,6 +110,19 @@ pub fn pair(
     dp_seed: u64,
     epsilon: f64,
 ) -> (Session, ReferenceTrainer) {
+    pair_averaged(spec, train, cfg, lr, dp_seed, epsilon, 0.0)
+}
+
+/// [`pair`] with the server and the reference keeping the average `W̄` with `decay`.
+pub fn pair_averaged(
+    spec: &ModelSpec,
+    train: &Dataset,
+    cfg: DpSgdConfig,
+    lr: f32,
+    dp_seed: u64,
+    epsilon: f64,
+    decay: f32,
+) -> (Session, ReferenceTrainer) {
     let dim = weights_of(spec);
     let params = build_training_parameters().unwrap();
     let (client, setup) = Client::new(
@@ -120,6 +134,7 @@ pub fn pair(
             learning_rate: lr,
             init_seed: INIT_SEED,
             bias_init: BIAS_INIT,
+            weight_average: decay,
             budget: budget(epsilon),
         },
         ChaCha20Rng::seed_from_u64(dp_seed + 1),
@@ -134,6 +149,8 @@ pub fn pair(
         DpSgdAggregator::seeded(dim, cfg, dp_seed).unwrap(),
         lr,
     )
+    .unwrap()
+    .with_weight_average(WeightAverage { decay })
     .unwrap();
     (session, reference)
 }

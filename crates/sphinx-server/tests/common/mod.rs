@@ -44,6 +44,7 @@ pub fn client(seed: u64) -> (Client, ClientMessage, Arc<Parameters>) {
         learning_rate: 0.1,
         init_seed: 1,
         bias_init: 0.01,
+        weight_average: 0.0,
         budget: PrivacyBudget {
             epsilon: Epsilon::new(50.0).unwrap(),
             delta: Delta::new(1e-5).unwrap(),

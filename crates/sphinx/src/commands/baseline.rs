@@ -73,6 +73,10 @@ pub struct TrainArgs {
     /// Cosine-decay the learning rate to 0 over the run instead of keeping it constant.
     #[arg(long)]
     pub cosine: bool,
+    /// `--mode sphinx`: decay of the server's moving average of W that the run exports
+    /// (0: the last iterate; post-processing of the noisy weights, docs/security.md).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_average: f32,
     /// DP-SGD: target ε; σ is calibrated to reach it, and no step may exceed it.
     #[arg(long, conflicts_with = "noise_multiplier")]
     pub epsilon: Option<f64>,
@@ -127,6 +131,7 @@ struct Report {
     momentum: f32,
     cosine: bool,
     weight_decay: f32,
+    weight_average: f32,
     augment_shift: usize,
     noise_multiplier: Option<f64>,
     clip: Option<f64>,
@@ -360,6 +365,7 @@ fn train_cmd(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             momentum: args.momentum,
             cosine: args.cosine,
             weight_decay: args.weight_decay,
+            weight_average: args.weight_average,
             augment_shift: args.augment_shift,
             noise_multiplier: privacy.as_ref().map(|p| p.noise_multiplier),
             clip: privacy.as_ref().map(|_| args.clip),

@@ -129,6 +129,7 @@ pub fn run(args: &BenchTrainArgs) -> anyhow::Result<ExitCode> {
             learning_rate: 0.1,
             init_seed: args.seed,
             bias_init: 0.01,
+            weight_average: 0.0,
             // Timing only: a budget the run cannot reach.
             budget: PrivacyBudget {
                 epsilon: Epsilon::new(1e6)?,

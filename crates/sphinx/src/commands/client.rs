@@ -95,8 +95,8 @@ pub struct TrainArgs {
     /// Local name of the model; an existing one resumes.
     #[arg(long, default_value = "default")]
     pub name: String,
-    /// Model preset (new models): pool-mlp-30, mlp-30, mlp-100, sphinx-mnist-cnn, ...
-    #[arg(long, default_value = "pool-mlp-30")]
+    /// Model preset (new models): pool-mlp-40, pool-mlp-30, mlp-30, mlp-100, sphinx-mnist-cnn, ...
+    #[arg(long, default_value = "pool-mlp-40")]
     pub model: String,
     /// `bundled` (real MNIST sample), `fashion-mnist`, or a directory of IDX files.
     #[arg(long, default_value = "bundled")]
@@ -111,7 +111,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 512)]
     pub batch_size: usize,
     /// SGD learning rate.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 5.0)]
     pub lr: f32,
     /// ε budget; σ is calibrated so the planned steps spend exactly this.
     #[arg(long, default_value_t = 8.0)]
@@ -122,6 +122,11 @@ pub struct TrainArgs {
     /// Per-sample clipping norm C of the whole W-gradient.
     #[arg(long, default_value_t = 1.5)]
     pub clip: f64,
+    /// Decay d of the moving average of W that the server keeps and that export and
+    /// inference use (W̄ ← d·W̄ + (1 − d)·W after each step; 0: the last iterate).
+    /// Post-processing of the noisy weights: it costs no privacy.
+    #[arg(long, default_value_t = 0.9)]
+    pub weight_average: f32,
     /// Use this noise multiplier instead of calibrating one; the ε budget still stops
     /// training.
     #[arg(long)]
@@ -351,6 +356,7 @@ pub fn plan_record(a: &TrainArgs) -> anyhow::Result<(ModelRecord, sphinx_nn::dat
         sample_rate: q,
         init_seed,
         bias_init: 0.01,
+        weight_average: a.weight_average,
     };
     Ok((record, train))
 }

@@ -32,7 +32,7 @@ use super::client::{DirArg, TrainArgs, open_or_create, run_steps, write_export};
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Model preset; `sphinx-mnist-cnn` runs the paper's CNN (much slower).
-    #[arg(long, default_value = "pool-mlp-30")]
+    #[arg(long, default_value = "pool-mlp-40")]
     pub model: String,
     /// Write the headline figures as JSON to this file.
     #[arg(long)]
@@ -47,11 +47,15 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 512)]
     pub batch_size: usize,
     /// SGD learning rate.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 5.0)]
     pub lr: f32,
     /// Per-sample clipping norm.
     #[arg(long, default_value_t = 1.5)]
     pub clip: f64,
+    /// Decay of the server's moving average of W that the demo exports and queries
+    /// (0: the last iterate).
+    #[arg(long, default_value_t = 0.9)]
+    pub weight_average: f32,
     /// ε budget.
     #[arg(long, default_value_t = 8.0)]
     pub epsilon: f64,
@@ -96,6 +100,7 @@ struct Summary {
     batch_size: usize,
     learning_rate: f32,
     clip: f64,
+    weight_average: f32,
     noise_multiplier: f64,
     sample_rate: f64,
     seconds_per_step: f64,
@@ -155,6 +160,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
         epsilon: a.epsilon,
         delta: a.delta,
         clip: a.clip,
+        weight_average: a.weight_average,
         noise_multiplier: None,
         no_standardize: false,
         steps: a.steps,
@@ -164,7 +170,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
     let mut trainer = open_or_create(dir, conn, &train_args)?;
     let record = trainer.record().clone();
     eprintln!(
-        "private training: {} on {} bundled MNIST digits, {} Poisson steps (q = {:.4}, σ = {:.3}, C = {}, lr = {}), budget ε = {} at δ = {:e}",
+        "private training: {} on {} bundled MNIST digits, {} Poisson steps (q = {:.4}, σ = {:.3}, C = {}, lr = {}, W averaged with decay {}), budget ε = {} at δ = {:e}",
         record.preset,
         record.train_examples,
         record.total_steps,
@@ -172,6 +178,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
         record.noise_multiplier,
         record.clip,
         record.learning_rate,
+        record.weight_average,
         record.epsilon,
         record.delta
     );
@@ -246,6 +253,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
         batch_size: record.batch_size,
         learning_rate: record.learning_rate,
         clip: record.clip,
+        weight_average: record.weight_average,
         noise_multiplier: record.noise_multiplier,
         sample_rate: record.sample_rate,
         seconds_per_step,

@@ -50,7 +50,7 @@ pub fn run(
 ) -> anyhow::Result<SphinxRun> {
     if args.momentum != 0.0 || args.weight_decay != 0.0 || args.cosine || args.augment_shift != 0 {
         bail!(
-            "--mode sphinx runs plain SGD: --momentum, --weight-decay, --cosine and --augment-shift are not supported"
+            "--mode sphinx runs plain SGD (with --weight-average): --momentum, --weight-decay, --cosine and --augment-shift are not supported"
         );
     }
     let n = split.train.len();
@@ -97,6 +97,7 @@ pub fn run(
             learning_rate: args.lr,
             init_seed: seed,
             bias_init: 0.01,
+            weight_average: args.weight_average,
             budget: PrivacyBudget {
                 epsilon: budget,
                 delta,
