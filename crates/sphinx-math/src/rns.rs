@@ -9,6 +9,7 @@ use crate::error::{MathError, Result};
 use crate::modulus::Modulus;
 use crate::ntt::{NttPlan, check_degree};
 use crate::poly::{Coeff, Ntt, Poly};
+use crate::scale;
 
 /// An ordered list of distinct NTT-friendly primes for one ring degree, with their NTT plans.
 ///
@@ -181,10 +182,8 @@ impl RnsBasis {
             // The centered representative makes the division round to nearest.
             m.lift_centered(tmp, last_coeffs, q_last);
             self.plans[i].forward(tmp);
-            let q = m.value();
-            for (a, &t) in limb.iter_mut().zip(tmp.iter()) {
-                *a = m.mul_shoup(*a + q - t, inv, inv_shoup);
-            }
+            // `a = (a − t) · q_last^{-1}`, read and written in place.
+            scale::sub_mul_shoup_assign(&m, limb, tmp, inv, inv_shoup);
         }
         poly.truncate(l);
         Ok(())

@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 
-use sphinx_math::{Ntt, Poly};
+use sphinx_math::{Ntt, Poly, scale};
 
 use crate::error::{HeError, Result};
 use crate::params::Parameters;
@@ -161,16 +161,13 @@ pub(crate) fn key_switch_add_permuted(
         for i in 0..nl {
             accumulate(i, i, acc0, acc1);
             let m = q_basis.moduli()[i];
-            let q = m.value();
             let (pinv, pinv_shoup) = params.p_inv_mod_q[i];
             for (out, acc, c) in [
                 (&mut *out0, &*acc0, &conv[0]),
                 (&mut *out1, &*acc1, &conv[1]),
             ] {
                 let c = &c[i * n..(i + 1) * n];
-                for ((o, &x), &cv) in out.limb_mut(i).iter_mut().zip(acc).zip(c) {
-                    *o = m.add(*o, m.mul_shoup(x + q - cv, pinv, pinv_shoup));
-                }
+                scale::sub_mul_shoup_add(&m, out.limb_mut(i), acc, c, pinv, pinv_shoup);
             }
         }
         Ok(())
@@ -224,13 +221,10 @@ pub(crate) fn mod_down_add(
     special_to_q(params, level, ext_p, conv, conv_tmp)?;
     for i in 0..nl {
         let m = q_basis.moduli()[i];
-        let q = m.value();
         let (pinv, pinv_shoup) = params.p_inv_mod_q[i];
         let c = &conv[i * n..(i + 1) * n];
         let e = &ext_q[i * n..(i + 1) * n];
-        for ((o, &x), &cv) in out.limb_mut(i).iter_mut().zip(e).zip(c) {
-            *o = m.add(*o, m.mul_shoup(x + q - cv, pinv, pinv_shoup));
-        }
+        scale::sub_mul_shoup_add(&m, out.limb_mut(i), e, c, pinv, pinv_shoup);
     }
     Ok(())
 }
