@@ -15,6 +15,21 @@ pub fn sub_mul_shoup_assign(m: &Modulus, a: &mut [u64], b: &[u64], w: u64, w_sho
     run(m, &mut a[..len], None, &b[..len], w, w_shoup, false);
 }
 
+/// `out[i] = (a[i] − b[i]) · w mod q` over the common length, with `w_shoup` the Shoup
+/// companion of `w`. Every input is reduced (`< q`).
+pub fn sub_mul_shoup(m: &Modulus, out: &mut [u64], a: &[u64], b: &[u64], w: u64, w_shoup: u64) {
+    let len = out.len().min(a.len()).min(b.len());
+    run(
+        m,
+        &mut out[..len],
+        Some(&a[..len]),
+        &b[..len],
+        w,
+        w_shoup,
+        false,
+    );
+}
+
 /// `out[i] = out[i] + (a[i] − b[i]) · w mod q` over the common length, with `w_shoup` the
 /// Shoup companion of `w`. Every input is reduced (`< q`).
 pub fn sub_mul_shoup_add(m: &Modulus, out: &mut [u64], a: &[u64], b: &[u64], w: u64, w_shoup: u64) {
@@ -191,6 +206,8 @@ mod tests {
             let start: Vec<u64> = (0..n).map(|i| pick(i + 3)).collect();
             let w = if seed % 3 == 0 { q - 1 } else { next() % q };
             let mut got = start.clone();
+            let mut fresh = start.clone();
+            sub_mul_shoup(&m, &mut fresh, &a, &b, w, m.shoup(w));
             if add {
                 sub_mul_shoup_add(&m, &mut got, &a, &b, w, m.shoup(w));
             } else {
@@ -201,6 +218,7 @@ mod tests {
                 let r = m.mul(m.sub(a[i], b[i]), w);
                 let want = if add { m.add(start[i], r) } else { r };
                 prop_assert_eq!(got[i], want, "i = {}", i);
+                prop_assert_eq!(fresh[i], r, "i = {}", i);
             }
         }
     }
