@@ -11,7 +11,8 @@
 //!   the output-order map that lets automorphisms act directly on NTT values, RNS base
 //!   conversion and division by the last prime, and the lazily reduced multiply-accumulate
 //!   kernels of [`lazy`] (split residues, vectorized 32-bit products, one reduction per
-//!   output). These are a few lines each, need constants the
+//!   output), and [`scale`]'s AVX2 `(a − b) · w` Shoup kernel that ends every division by a
+//!   prime (pulp's safe intrinsics, with a scalar fallback). These are a few lines each, need constants the
 //!   NTT crate does not expose, and their cost is dominated by memory traffic, not the kernel.
 //!
 //! # Example
@@ -36,6 +37,7 @@ pub mod ntt;
 pub mod poly;
 pub mod primes;
 pub mod rns;
+pub mod scale;
 
 pub use error::{MathError, Result};
 pub use modulus::Modulus;

@@ -9,6 +9,7 @@ use crate::error::{MathError, Result};
 use crate::modulus::Modulus;
 use crate::ntt::{NttPlan, check_degree};
 use crate::poly::{Coeff, Ntt, Poly};
+use crate::scale;
 
 /// An ordered list of distinct NTT-friendly primes for one ring degree, with their NTT plans.
 ///
@@ -181,13 +182,50 @@ impl RnsBasis {
             // The centered representative makes the division round to nearest.
             m.lift_centered(tmp, last_coeffs, q_last);
             self.plans[i].forward(tmp);
-            let q = m.value();
-            for (a, &t) in limb.iter_mut().zip(tmp.iter()) {
-                *a = m.mul_shoup(*a + q - t, inv, inv_shoup);
-            }
+            // `a = (a − t) · q_last^{-1}`, read and written in place.
+            scale::sub_mul_shoup_assign(&m, limb, tmp, inv, inv_shoup);
         }
         poly.truncate(l);
         Ok(())
+    }
+
+    /// [`divide_round_last_ntt`](Self::divide_round_last_ntt) into a new polynomial: the
+    /// input is only read, so nothing is copied that the division would overwrite or drop.
+    /// `scratch` is resized to `2n` words as needed.
+    ///
+    /// # Errors
+    /// As [`divide_round_last_ntt`](Self::divide_round_last_ntt).
+    pub fn divided_round_last_ntt(
+        &self,
+        poly: &Poly<Ntt>,
+        scratch: &mut Vec<u64>,
+    ) -> Result<Poly<Ntt>> {
+        poly.check(self)?;
+        let l = self.len() - 1;
+        if l == 0 {
+            return Err(MathError::TooFewLimbs(2));
+        }
+        let n = self.n;
+        scratch.resize(2 * n, 0);
+        let (last_coeffs, tmp) = scratch.split_at_mut(n);
+        let (head, last) = poly.data().split_at(l * n);
+        last_coeffs.copy_from_slice(last);
+        self.plans[l].inverse(last_coeffs);
+        let q_last = self.moduli[l].value();
+        let mut out = Poly::<Ntt>::zero_with(n, l);
+        for (i, (dst, src)) in out
+            .data_mut()
+            .chunks_exact_mut(n)
+            .zip(head.chunks_exact(n))
+            .enumerate()
+        {
+            let m = self.moduli[i];
+            let (inv, inv_shoup, _) = self.last_inv[i];
+            m.lift_centered(tmp, last_coeffs, q_last);
+            self.plans[i].forward(tmp);
+            scale::sub_mul_shoup(&m, dst, src, tmp, inv, inv_shoup);
+        }
+        Ok(out)
     }
 
     /// Same as [`divide_round_last_ntt`](Self::divide_round_last_ntt) for a polynomial in
@@ -383,7 +421,9 @@ mod tests {
             prop_assert_eq!(p.data(), &want[..]);
 
             let mut p = Poly::<Coeff>::from_data(&b, to_residues(&b, &xs)).unwrap().into_ntt(&b).unwrap();
+            let fresh = b.divided_round_last_ntt(&p, &mut Vec::new()).unwrap();
             b.divide_round_last_ntt(&mut p, &mut Vec::new()).unwrap();
+            prop_assert_eq!(&fresh, &p);
             let p = p.into_coeff(&small).unwrap();
             prop_assert_eq!(p.data(), &want[..]);
         }

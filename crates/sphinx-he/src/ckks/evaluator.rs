@@ -845,9 +845,29 @@ impl Evaluator {
     /// # Errors
     /// [`HeError::ParamMismatch`], [`HeError::InvalidLevel`] at level 0.
     pub fn rescale(&self, a: &Ciphertext) -> Result<Ciphertext> {
-        let mut out = a.clone();
-        self.rescale_assign(&mut out)?;
-        Ok(out)
+        let basis = self.basis_of(a)?;
+        if a.level == 0 {
+            return Err(HeError::InvalidLevel {
+                level: 0,
+                min: 1,
+                max: self.params.max_level(),
+            });
+        }
+        // Out of place: the input is read once and the result written once, with no copy of
+        // the limbs the division overwrites or drops.
+        let mut scratch = Vec::new();
+        let polys = a
+            .polys
+            .iter()
+            .map(|p| basis.divided_round_last_ntt(p, &mut scratch))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Ciphertext {
+            polys,
+            param_id: a.param_id,
+            level: a.level - 1,
+            scale: a.scale / self.params.q_primes()[a.level] as f64,
+            seed: None,
+        })
     }
 
     /// In-place [`rescale`](Self::rescale).

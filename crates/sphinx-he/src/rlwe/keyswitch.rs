@@ -4,12 +4,13 @@
 //! Given `d` at level `l` (NTT form mod `Q_l`) and a key for `s' -> s`, computes `(k_0, k_1)` mod
 //! `Q_l` with `k_0 + k_1 s ≈ d s'`:
 //! 1. for each digit `j ≤ l`, lift `[d]_{q_j}` to every prime of `Q_l ∪ P` and NTT it;
-//! 2. accumulate `Σ_j digit_j · key_j` lazily in 128 bits, reducing once per coefficient;
-//! 3. divide by `P` with the fast base conversion `P -> Q_l` (mod-down).
+//! 2. accumulate `Σ_j digit_j · key_j` (special primes first);
+//! 3. divide by `P` with the fast base conversion `P -> Q_l` (mod-down), fused into step 2's
+//!    last pass over each prime of `Q_l`.
 
 use std::cell::RefCell;
 
-use sphinx_math::{Ntt, Poly};
+use sphinx_math::{Ntt, Poly, scale};
 
 use crate::error::{HeError, Result};
 use crate::params::Parameters;
@@ -19,9 +20,10 @@ use crate::rlwe::keys::KeySwitchingKey;
 struct Scratch {
     d_ntt: Vec<u64>,
     coeff: Vec<u64>,
-    digits: Vec<u64>,
-    ext: [Vec<u64>; 2],
-    conv: Vec<u64>,
+    digit: Vec<u64>,
+    acc: [Vec<u64>; 2],
+    ext_p: [Vec<u64>; 2],
+    conv: [Vec<u64>; 2],
     conv_tmp: Vec<u64>,
 }
 
@@ -43,6 +45,11 @@ pub(crate) fn key_switch_add(
 
 /// As [`key_switch_add`] on `d` permuted by `perm` (an NTT-domain automorphism), without
 /// materializing the permuted polynomial.
+///
+/// The special primes are done first: their results, divided back to `Q_l`, are then known
+/// before any prime of `Q_l` is, so each `Q_l` limb's inner product ends in the mod-down
+/// (`(Σ − conv) · P^{-1}`, added to the output) while its sums are still in registers, and
+/// the `Q_l` part of the extended product is never stored.
 pub(crate) fn key_switch_add_permuted(
     params: &Parameters,
     level: usize,
@@ -64,21 +71,32 @@ pub(crate) fn key_switch_add_permuted(
     out1.check(q_basis)?;
     let n = params.n();
     let nl = level + 1;
-    let nt = nl + np;
     let nq_all = params.q_primes().len();
+    let digit_count = key.b.len().min(key.a.len());
+    if digit_count < nl {
+        return Err(HeError::Math(sphinx_math::MathError::TooFewLimbs(nl)));
+    }
     SCRATCH.with(|cell| -> Result<()> {
         let mut guard = cell.borrow_mut();
-        let s = &mut *guard;
+        let Scratch {
+            d_ntt: d_perm,
+            coeff,
+            digit,
+            acc,
+            ext_p,
+            conv,
+            conv_tmp,
+        } = &mut *guard;
         // Without a permutation `d` is read in place; only a permuted `d` is materialized.
         let d_ntt: &[u64] = match perm {
             Some(perm) if perm.len() == n => {
-                s.d_ntt.resize(nl * n, 0);
-                for (dst, src) in s.d_ntt.chunks_exact_mut(n).zip(d.limbs()) {
+                d_perm.resize(nl * n, 0);
+                for (dst, src) in d_perm.chunks_exact_mut(n).zip(d.limbs()) {
                     for (o, &p) in dst.iter_mut().zip(perm) {
                         *o = src[p as usize];
                     }
                 }
-                &s.d_ntt
+                d_perm
             }
             Some(perm) => {
                 return Err(HeError::Math(sphinx_math::MathError::ShapeMismatch {
@@ -90,48 +108,101 @@ pub(crate) fn key_switch_add_permuted(
             }
             None => d.data(),
         };
-        s.coeff.resize(nl * n, 0);
-        s.coeff.copy_from_slice(d_ntt);
-        for (limb, plan) in s.coeff.chunks_exact_mut(n).zip(q_basis.plans()) {
+        coeff.resize(nl * n, 0);
+        coeff.copy_from_slice(d_ntt);
+        for (limb, plan) in coeff.chunks_exact_mut(n).zip(q_basis.plans()) {
             plan.inverse(limb);
         }
-        s.digits.resize(n, 0);
-        for e in s.ext.iter_mut() {
-            e.resize(nt * n, 0);
-        }
-        let [ext0, ext1] = &mut s.ext;
-        for t in 0..nt {
+        digit.resize(n, 0);
+        // The extended product in target prime `t` of `Q_l ∪ P`, added into `(acc0, acc1)`:
+        // `Σ_j digit_j · key_j`, one digit buffer reused (it stays in cache between the lift,
+        // the transform and the two products).
+        let mut accumulate = |t: usize, key_limb: usize, acc0: &mut [u64], acc1: &mut [u64]| {
             let mt = qp.moduli()[t];
             let plan_t = &qp.plans()[t];
-            let key_limb = if t < nl { t } else { nq_all + (t - nl) };
-            let o0 = &mut ext0[t * n..(t + 1) * n];
-            let o1 = &mut ext1[t * n..(t + 1) * n];
-            o0.fill(0);
-            o1.fill(0);
-            let dst = &mut s.digits[..n];
+            acc0.fill(0);
+            acc1.fill(0);
             for j in 0..nl {
-                let digit: &[u64] = if t == j {
+                let x: &[u64] = if t == j {
+                    // The digit's own prime: `d` is already that digit in NTT form.
                     &d_ntt[j * n..(j + 1) * n]
                 } else {
                     // Centered digits: half the noise of [0, q_j) digits, and no bias that
                     // would pile up in the low-frequency slots.
                     mt.lift_centered(
-                        dst,
-                        &s.coeff[j * n..(j + 1) * n],
+                        digit,
+                        &coeff[j * n..(j + 1) * n],
                         q_basis.moduli()[j].value(),
                     );
-                    plan_t.forward(dst);
-                    dst
+                    plan_t.forward(digit);
+                    digit
                 };
-                plan_t.mul_accumulate(o0, digit, key.b[j].limb(key_limb));
-                plan_t.mul_accumulate(o1, digit, key.a[j].limb(key_limb));
+                plan_t.mul_accumulate(acc0, x, key.b[j].limb(key_limb));
+                plan_t.mul_accumulate(acc1, x, key.a[j].limb(key_limb));
             }
+        };
+        // 1. The special primes, divided back to `Q_l` (`conv`) before any prime of `Q_l`.
+        for e in ext_p.iter_mut() {
+            e.resize(np * n, 0);
         }
-        for (ext, out) in [(ext0, out0), (ext1, out1)] {
-            mod_down_add(params, level, ext, out, &mut s.conv, &mut s.conv_tmp)?;
+        for k in 0..np {
+            let [e0, e1] = &mut *ext_p;
+            let range = k * n..(k + 1) * n;
+            accumulate(nl + k, nq_all + k, &mut e0[range.clone()], &mut e1[range]);
+        }
+        for (e, c) in ext_p.iter_mut().zip(conv.iter_mut()) {
+            special_to_q(params, level, e, c, conv_tmp)?;
+        }
+        // 2. Each prime of `Q_l`: its product, then at once `out += (product − conv) · P^{-1}`
+        // while the product is still in cache.
+        let [acc0, acc1] = acc;
+        acc0.resize(n, 0);
+        acc1.resize(n, 0);
+        for i in 0..nl {
+            accumulate(i, i, acc0, acc1);
+            let m = q_basis.moduli()[i];
+            let (pinv, pinv_shoup) = params.p_inv_mod_q[i];
+            for (out, acc, c) in [
+                (&mut *out0, &*acc0, &conv[0]),
+                (&mut *out1, &*acc1, &conv[1]),
+            ] {
+                let c = &c[i * n..(i + 1) * n];
+                scale::sub_mul_shoup_add(&m, out.limb_mut(i), acc, c, pinv, pinv_shoup);
+            }
         }
         Ok(())
     })
+}
+
+/// `conv`: `ext_P`'s centered (rounding) representative brought to `Q_l` in NTT form, the
+/// part of `ext` that the division by `P` removes; the mod-down is then
+/// `out += (ext_Q − conv) · P^{-1}` limb by limb. `ext_p` (NTT form) is destroyed.
+fn special_to_q(
+    params: &Parameters,
+    level: usize,
+    ext_p: &mut [u64],
+    conv: &mut Vec<u64>,
+    conv_tmp: &mut Vec<u64>,
+) -> Result<()> {
+    let n = params.n();
+    let nl = level + 1;
+    let q_basis = params.q_basis(level)?;
+    let qp = params.qp_basis(level)?;
+    conv.resize(nl * n, 0);
+    if let [p] = params.p_primes() {
+        // One special prime: lift its centered residue (rounding division, no floor bias that
+        // would multiply into s and pile up in the low-frequency slots).
+        qp.plans()[nl].inverse(ext_p);
+        for (i, m) in q_basis.moduli().iter().enumerate() {
+            m.lift_centered(&mut conv[i * n..(i + 1) * n], ext_p, *p);
+        }
+    } else {
+        round_convert(params, level, ext_p, conv, conv_tmp)?;
+    }
+    for (c, plan) in conv.chunks_exact_mut(n).zip(q_basis.plans()) {
+        plan.forward(c);
+    }
+    Ok(())
 }
 
 /// `out += round(ext / P)` where `ext` holds `Q_l ∪ P` limbs in NTT form (destroyed).
@@ -146,29 +217,14 @@ pub(crate) fn mod_down_add(
     let n = params.n();
     let nl = level + 1;
     let q_basis = params.q_basis(level)?;
-    let qp = params.qp_basis(level)?;
     let (ext_q, ext_p) = ext.split_at_mut(nl * n);
-    conv.resize(nl * n, 0);
-    if let [p] = params.p_primes() {
-        // One special prime: lift its centered residue (rounding division, no floor bias that
-        // would multiply into s and pile up in the low-frequency slots).
-        qp.plans()[nl].inverse(ext_p);
-        for (i, m) in q_basis.moduli().iter().enumerate() {
-            m.lift_centered(&mut conv[i * n..(i + 1) * n], ext_p, *p);
-        }
-    } else {
-        round_convert(params, level, ext_p, conv, conv_tmp)?;
-    }
+    special_to_q(params, level, ext_p, conv, conv_tmp)?;
     for i in 0..nl {
         let m = q_basis.moduli()[i];
-        let q = m.value();
         let (pinv, pinv_shoup) = params.p_inv_mod_q[i];
-        let c = &mut conv[i * n..(i + 1) * n];
-        q_basis.plans()[i].forward(c);
+        let c = &conv[i * n..(i + 1) * n];
         let e = &ext_q[i * n..(i + 1) * n];
-        for ((o, &x), &cv) in out.limb_mut(i).iter_mut().zip(e).zip(c.iter()) {
-            *o = m.add(*o, m.mul_shoup(x + q - cv, pinv, pinv_shoup));
-        }
+        scale::sub_mul_shoup_add(&m, out.limb_mut(i), e, c, pinv, pinv_shoup);
     }
     Ok(())
 }
