@@ -67,8 +67,9 @@ pub(crate) fn gaussian<R: RngCore + CryptoRng>(n: usize, rng: &mut R) -> Vec<i64
         .collect()
 }
 
-/// A uniform polynomial over `basis`, sampled directly in NTT form (the NTT is a bijection).
-pub(crate) fn uniform<R: RngCore>(basis: &RnsBasis, rng: &mut R) -> Poly<Ntt> {
+/// A uniform polynomial over `basis` from a stream of 64-bit words, sampled directly in NTT
+/// form (the NTT is a bijection).
+fn uniform_from(basis: &RnsBasis, mut next: impl FnMut() -> u64) -> Poly<Ntt> {
     let mut p = Poly::<Ntt>::zero(basis);
     let n = basis.n();
     for (limb, m) in p.data_mut().chunks_exact_mut(n).zip(basis.moduli()) {
@@ -76,7 +77,7 @@ pub(crate) fn uniform<R: RngCore>(basis: &RnsBasis, rng: &mut R) -> Poly<Ntt> {
         let mask = u64::MAX >> (64 - m.bits());
         for x in limb.iter_mut() {
             *x = loop {
-                let v = rng.next_u64() & mask;
+                let v = next() & mask;
                 if v < q {
                     break v;
                 }
@@ -86,13 +87,47 @@ pub(crate) fn uniform<R: RngCore>(basis: &RnsBasis, rng: &mut R) -> Poly<Ntt> {
     p
 }
 
+/// Words of a generator read ahead in blocks: the same words, in the same order, as
+/// successive `next_u64` calls, at a fraction of the per-call cost. Only for a generator
+/// that nothing else reads afterwards (it is left further ahead).
+struct BlockWords<R> {
+    rng: R,
+    buf: [u8; 1024],
+    pos: usize,
+}
+
+impl<R: RngCore> BlockWords<R> {
+    fn new(rng: R) -> Self {
+        Self {
+            rng,
+            buf: [0; 1024],
+            pos: 1024,
+        }
+    }
+
+    #[inline]
+    fn next(&mut self) -> u64 {
+        if self.pos == self.buf.len() {
+            self.rng.fill_bytes(&mut self.buf);
+            self.pos = 0;
+        }
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&self.buf[self.pos..self.pos + 8]);
+        self.pos += 8;
+        u64::from_le_bytes(w)
+    }
+}
+
 /// Expands a 32-byte seed into the uniform `c1` of a seeded ciphertext over `basis`.
 ///
 /// Limb by limb, coefficient by coefficient, each residue is the first ChaCha20 output word,
 /// masked to the prime's bit length, that is below the prime. The expansion over a prefix of
 /// primes is a prefix of the expansion over all primes.
 pub fn expand_seed(basis: &RnsBasis, seed: &[u8; 32]) -> Poly<Ntt> {
-    uniform(basis, &mut ChaCha20Rng::from_seed(*seed))
+    // The generator is private to this expansion, so it may be read ahead in blocks
+    // (ChaCha20's byte stream is its word stream, little-endian).
+    let mut words = BlockWords::new(ChaCha20Rng::from_seed(*seed));
+    uniform_from(basis, || words.next())
 }
 
 #[cfg(test)]
@@ -109,6 +144,16 @@ mod tests {
         assert!(mean.abs() < 0.05, "{mean}");
         assert!((var.sqrt() - ERROR_STD_DEV).abs() < 0.05, "{}", var.sqrt());
         assert!(xs.iter().all(|x| x.abs() <= 20));
+    }
+
+    #[test]
+    fn block_words_are_the_word_stream() {
+        let seed = [9u8; 32];
+        let mut one = ChaCha20Rng::from_seed(seed);
+        let mut block = BlockWords::new(ChaCha20Rng::from_seed(seed));
+        for i in 0..1000 {
+            assert_eq!(block.next(), one.next_u64(), "word {i}");
+        }
     }
 
     #[test]
