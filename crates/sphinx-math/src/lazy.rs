@@ -1144,7 +1144,7 @@ mod tests {
         let mut got = [vec![0u64; n], vec![0; n], vec![0; n]];
         {
             let [a, b, c] = &mut got;
-            tensor_sums_shared(&m, &lhs, &[row.clone()], &mut [[a, b, c]]).unwrap();
+            tensor_sums_shared(&m, &lhs, std::slice::from_ref(&row), &mut [[a, b, c]]).unwrap();
         }
         let terms: Vec<TensorTerm<'_>> = lhs
             .iter()
