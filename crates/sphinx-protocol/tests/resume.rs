@@ -105,6 +105,13 @@ fn snapshots_round_trip_and_refuse_corruption() {
     assert_eq!(back.weights(), server.weights());
     assert_eq!(back.model_weights(), server.model_weights());
     assert_ne!(server.model_weights(), server.weights(), "W̄ is kept apart");
+    // A version-1 state (no W̄ after the biases) still restores; its average restarts at W.
+    let mut v1 = snap.clone();
+    v1[4..6].copy_from_slice(&1u16.to_le_bytes());
+    v1.truncate(snap.len() - 4 * common::weights_of(&spec));
+    let old = Server::restore(setup.clone(), &v1, &mut rng).unwrap();
+    assert_eq!(old.weights(), server.weights());
+    assert_eq!(old.model_weights(), server.weights());
     assert_eq!(back.snapshot().unwrap(), snap);
 
     // Only between steps.

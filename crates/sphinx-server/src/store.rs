@@ -359,9 +359,11 @@ impl Store {
             .optional()?
             .ok_or(ServerError::NotFound(model))?;
         let (architecture, setup, state, version, step) = row;
-        if version != i64::from(sphinx_protocol::server::STATE_VERSION) {
+        // The state's own header carries its version too and `Server::restore` reads
+        // every older one (version 1: no averaged W), so older rows need no migration.
+        if !(1..=i64::from(sphinx_protocol::server::STATE_VERSION)).contains(&version) {
             return Err(ServerError::Config(format!(
-                "model {model} is stored in state format {version}; this build reads {}",
+                "model {model} is stored in state format {version}; this build reads 1 to {}",
                 sphinx_protocol::server::STATE_VERSION
             )));
         }
@@ -392,7 +394,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let changed = tx.execute(
-            "UPDATE models SET state = ?1, step = ?2, updated = ?3
+            "UPDATE models SET state = ?1, step = ?2, updated = ?3, state_version = ?7
              WHERE id = ?4 AND account = ?5 AND step = ?6",
             params![
                 state,
@@ -400,7 +402,8 @@ impl Store {
                 now(),
                 id_of(model)?,
                 account.0,
-                i64::try_from(from).unwrap_or(i64::MAX)
+                i64::try_from(from).unwrap_or(i64::MAX),
+                sphinx_protocol::server::STATE_VERSION
             ],
         )?;
         if changed != 1 {
