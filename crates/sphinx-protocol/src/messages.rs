@@ -40,8 +40,14 @@ use sphinx_nn::model::ModelSpec;
 use crate::codec::{Cursor, malformed};
 use crate::error::{ProtocolError, Result};
 
-/// The wire-format version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The wire-format version this crate speaks. Version 2 packs `R` units per forward
+/// output, uploads only the packed `δ` and sends level-0 results compact (docs/protocol.md);
+/// a version-1 peer is refused by the envelope check.
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The oldest version of `Setup` that [`decode_setup`] still reads: its layout has not
+/// changed since version 1, so models a server stored under version 1 stay trainable.
+pub const OLDEST_SETUP_VERSION: u16 = 1;
 
 /// Envelope magic.
 pub const MAGIC: [u8; 4] = *b"SPXP";
@@ -628,12 +634,17 @@ impl<'a> Cursor<'a> {
 /// Checks the envelope (magic, version, length within `limit` and exact) and returns the
 /// message type code and the body.
 fn open_envelope(bytes: &[u8], limit: usize) -> Result<(u8, Cursor<'_>)> {
+    open_envelope_since(bytes, limit, PROTOCOL_VERSION)
+}
+
+/// [`open_envelope`], accepting every version from `oldest` to [`PROTOCOL_VERSION`].
+fn open_envelope_since(bytes: &[u8], limit: usize, oldest: u16) -> Result<(u8, Cursor<'_>)> {
     let mut c = Cursor { bytes };
     if c.array::<4>()? != MAGIC {
         return Err(malformed("not a Sphinx protocol message (magic)"));
     }
     let version = c.u16()?;
-    if version != PROTOCOL_VERSION {
+    if !(oldest..=PROTOCOL_VERSION).contains(&version) {
         return Err(malformed(format!(
             "protocol version {version}; this build speaks {PROTOCOL_VERSION}"
         )));
@@ -664,7 +675,7 @@ fn open_envelope(bytes: &[u8], limit: usize) -> Result<(u8, Cursor<'_>)> {
 /// [`ProtocolError::Malformed`], [`ProtocolError::Decode`], [`ProtocolError::He`] for an
 /// insecure or invalid parameter literal.
 pub fn decode_setup(bytes: &[u8], limit: usize) -> Result<Setup> {
-    let (kind, mut c) = open_envelope(bytes, limit)?;
+    let (kind, mut c) = open_envelope_since(bytes, limit, OLDEST_SETUP_VERSION)?;
     if kind != MessageKind::Setup as u8 {
         return Err(malformed(format!("type {kind} where setup was expected")));
     }

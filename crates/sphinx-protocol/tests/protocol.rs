@@ -10,8 +10,8 @@ use common::{data, dp_config, pair, tiny_mlp};
 use sphinx_dp::{Delta, NoiseMultiplier, SampleRate, epsilon_for};
 use sphinx_protocol::ProtocolError;
 use sphinx_protocol::messages::{
-    ClientMessage, Direction, ENVELOPE_LEN, MAGIC, MessageKind, PROTOCOL_VERSION, ServerMessage,
-    decode_setup,
+    ClientMessage, Direction, ENVELOPE_LEN, MAGIC, MessageKind, OLDEST_SETUP_VERSION,
+    PROTOCOL_VERSION, ServerMessage, decode_setup,
 };
 
 /// Every truncation, a flipped magic, version or reserved byte, a trailing byte and a
@@ -137,6 +137,15 @@ fn every_message_is_versioned_and_its_size_exact() {
         .unwrap();
     assert_eq!(again, bytes, "setup round trip");
     check_rejections(&bytes, |b, limit| decode_setup(b, limit).map(|_| ()));
+    // A server keeps the Setup of every stored model: one written under an older version
+    // of the same layout still decodes; a newer one does not.
+    let with_version = |b: &[u8], v: u16| {
+        let mut b = b.to_vec();
+        b[4..6].copy_from_slice(&v.to_le_bytes());
+        b
+    };
+    assert!(decode_setup(&with_version(&bytes, OLDEST_SETUP_VERSION), bytes.len()).is_ok());
+    assert!(decode_setup(&with_version(&bytes, PROTOCOL_VERSION + 1), bytes.len()).is_err());
     let ClientMessage::Setup(s) = setup else {
         panic!("setup first")
     };
@@ -153,6 +162,13 @@ fn every_message_is_versioned_and_its_size_exact() {
         check_envelope(&bytes, m.kind());
         let back = ServerMessage::decode(&params, &bytes, bytes.len()).unwrap();
         assert_eq!(back.encode(&params).unwrap(), bytes, "round trip");
+        // Step messages changed meaning in version 2 (packing, compact results): a peer of
+        // any other version is refused, not misread.
+        for v in [PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1] {
+            let mut old = bytes.clone();
+            old[4..6].copy_from_slice(&v.to_le_bytes());
+            assert!(ServerMessage::decode(&params, &old, old.len()).is_err());
+        }
         // Level-0 results travel switched to 2^k: the decoded message is exactly the one
         // the in-process driver rounds for its client.
         let mut rounded = m.clone();
