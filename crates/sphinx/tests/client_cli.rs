@@ -373,11 +373,13 @@ fn a_killed_client_resumes_to_the_uninterrupted_model() {
         assert!(o.status.success(), "{}", text(&o));
         sphinx_nn::io::load_dir(&path).unwrap()
     };
-    // The two models' encrypted biases were initialized with different server randomness,
-    // so CKKS rounding differs in the last bits; a different batch or noise draw after the
-    // resume would move weights by orders of magnitude more.
+    // The two servers encrypted with different randomness, so each value carries different
+    // CKKS and compact-switch rounding (≈ 10⁻⁴): a pre-activation that close to 0 may take
+    // the other ReLU derivative in one run, which moves that sample's gradient (at most
+    // lr·C/(qN) per entry and step) in one unit's row and the biases. A different batch or
+    // noise draw after the resume would instead move every entry by ≈ lr·σC/(qN) ≈ 0.1.
     let (a, b) = (export(&dirs[0], "ea"), export(&dirs[1], "eb"));
-    let mut max = 0f32;
+    let (mut total, mut off) = (0usize, 0usize);
     for (la, lb) in a.param_layers().zip(b.param_layers()) {
         let pairs = la
             .weight()
@@ -385,8 +387,14 @@ fn a_killed_client_resumes_to_the_uninterrupted_model() {
             .zip(lb.weight())
             .chain(la.bias().iter().zip(lb.bias()));
         for (x, y) in pairs {
-            max = max.max((x - y).abs());
+            total += 1;
+            if (x - y).abs() > 1e-3 {
+                off += 1;
+            }
         }
     }
-    assert!(max < 1e-3, "resumed model differs by {max}");
+    assert!(
+        off * 100 <= total,
+        "resumed model: {off} of {total} entries differ by more than 1e-3"
+    );
 }
