@@ -61,6 +61,7 @@ fn serialization(c: &mut Criterion) {
     let mut result = eval.multiply(&seeded, &seeded).unwrap();
     let rlk = RelinearizationKey::new(&sk, &mut rng).unwrap();
     eval.relinearize_assign(&mut result, &rlk).unwrap();
+    let level1 = result.clone();
     eval.rescale_assign(&mut result).unwrap();
 
     let cases = [("seeded_fresh", &seeded), ("level0_result", &result)];
@@ -113,6 +114,44 @@ fn serialization(c: &mut Criterion) {
             cpu_iter(iters, || {
                 CompactCiphertext::from_bytes(&params, black_box(&bytes), DEFAULT_SIZE_LIMIT)
                     .unwrap()
+            })
+        })
+    });
+    g.finish();
+
+    // A result's whole path without the bytes: the server's rescale and switch, the
+    // client's decryption and decoding; through the NTT domain and through coefficients.
+    let encoder = Encoder::new(&params);
+    let mut g = c.benchmark_group("result_path_n4096");
+    g.bench_function("server_rescale_then_switch", |b| {
+        b.iter_custom(|iters| {
+            cpu_iter(iters, || {
+                let r = eval.rescale(black_box(&level1)).unwrap();
+                CompactCiphertext::from_ciphertext(&params, &r, 34).unwrap()
+            })
+        })
+    });
+    g.bench_function("server_rescale_to_compact", |b| {
+        b.iter_custom(|iters| {
+            cpu_iter(iters, || {
+                eval.rescale_to_compact(black_box(&level1), 34).unwrap()
+            })
+        })
+    });
+    g.bench_function("client_lift_decrypt_decode", |b| {
+        b.iter_custom(|iters| {
+            cpu_iter(iters, || {
+                let ct = black_box(&compact).lift(&params).unwrap();
+                encoder.decode(&sk.decrypt(&ct).unwrap()).unwrap()
+            })
+        })
+    });
+    g.bench_function("client_decrypt_compact_decode", |b| {
+        b.iter_custom(|iters| {
+            cpu_iter(iters, || {
+                let c = black_box(&compact);
+                let m = sk.decrypt_compact(c).unwrap();
+                encoder.decode_coeffs(&m, 0, c.scale()).unwrap()
             })
         })
     });

@@ -249,3 +249,48 @@ fn corrupted_or_truncated_input_is_refused() {
         Err(DecodeError::WrongObjectType { .. })
     ));
 }
+
+/// The coefficient-domain paths give exactly what the NTT-domain ones do: the server's
+/// rescale-and-switch equals a rescale followed by the switch, and the client's decryption
+/// of a compact result equals decrypting its lift (same polynomial, same decoded values).
+#[test]
+fn coefficient_domain_paths_equal_the_ntt_ones() {
+    let params = protocol_params();
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let sk = SecretKey::generate(&params, &mut rng).unwrap();
+    let encoder = Encoder::new(&params);
+    let eval = Evaluator::new(&params);
+    let basis = params.q_basis(0).unwrap();
+    let values: Vec<f64> = (0..params.slots())
+        .map(|_| rng.random_range(-6.0..6.0))
+        .collect();
+    let ct = sk
+        .encrypt(
+            &encoder.encode(&values, params.scale(), 1).unwrap(),
+            &mut rng,
+        )
+        .unwrap();
+    let pt = encoder
+        .encode(&values, params.q_primes()[1] as f64, 1)
+        .unwrap();
+    // A two-part and a three-part level-1 result, as the server rescales them.
+    let two = eval.mul_plain(&ct, &pt).unwrap();
+    let three = eval.multiply(&ct, &ct).unwrap();
+    for (level1, bits) in [(&two, 34), (&two, 36), (&three, 34)] {
+        let old = CompactCiphertext::from_ciphertext(&params, &eval.rescale(level1).unwrap(), bits)
+            .unwrap();
+        let new = eval.rescale_to_compact(level1, bits).unwrap();
+        assert_eq!(new, old);
+        let lifted = old.lift(&params).unwrap();
+        let old_pt = sk.decrypt(&lifted).unwrap();
+        let new_coeffs = sk.decrypt_compact(&new).unwrap();
+        assert_eq!(new_coeffs, old_pt.poly().clone().into_coeff(basis).unwrap());
+        let old_values = encoder.decode(&old_pt).unwrap();
+        let new_values = encoder.decode_coeffs(&new_coeffs, 0, new.scale()).unwrap();
+        assert_eq!(new_values, old_values);
+    }
+    assert!(
+        eval.rescale_to_compact(&eval.rescale(&two).unwrap(), 34)
+            .is_err()
+    );
+}

@@ -8,6 +8,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 use sphinx_dp::{BudgetLedger, DpEvent, DpSgdAggregator, PrivacyBudget};
+use sphinx_he::serialization::CompactCiphertext;
 use sphinx_he::{
     Ciphertext, Encoder, GaloisKeys, Parameters, PublicKey, RelinearizationKey, SecretKey,
 };
@@ -19,8 +20,8 @@ use sphinx_nn::model::{Model, ModelSpec};
 use crate::accounting::{Phase, PhaseTimes};
 use crate::error::{ProtocolError, Result};
 use crate::messages::{
-    ClientMessage, CtBatch, MessageKind, ModelExport, NoisyGradient, ServerMessage, Setup,
-    TrainingConfig, WeightGradients,
+    ClientMessage, CtBatch, MessageKind, ModelExport, NoisyGradient, ResultBatch, ServerMessage,
+    Setup, TrainingConfig, WeightGradients,
 };
 use crate::plan::LayerPlan;
 
@@ -357,7 +358,7 @@ impl Client {
             .ok_or_else(|| unexpected(kind, "no message outside a step"))
     }
 
-    fn check_batch(&self, b: &CtBatch, kind: MessageKind, count: usize) -> Result<()> {
+    fn check_batch(&self, b: &ResultBatch, kind: MessageKind, count: usize) -> Result<()> {
         if b.step != self.step || b.cts.len() != count {
             return Err(ProtocolError::InvalidMessage {
                 kind,
@@ -383,7 +384,7 @@ impl Client {
         &self.model.layers()[start..end]
     }
 
-    fn on_forward(&mut self, b: CtBatch) -> Result<ClientMessage> {
+    fn on_forward(&mut self, b: ResultBatch) -> Result<ClientMessage> {
         let kind = MessageKind::ForwardOutput;
         let k = usize::from(b.layer);
         let batch_len = self.state_mut(kind)?.batch_len;
@@ -435,7 +436,7 @@ impl Client {
         }
     }
 
-    fn on_backward(&mut self, b: CtBatch) -> Result<ClientMessage> {
+    fn on_backward(&mut self, b: ResultBatch) -> Result<ClientMessage> {
         let kind = MessageKind::BackwardOutput;
         let k = usize::from(b.layer);
         let batch_len = self.state_mut(kind)?.batch_len;
@@ -482,7 +483,7 @@ impl Client {
         }
         let batch_len = self.state_mut(kind)?.batch_len;
         let t = Instant::now();
-        let slots = self.decrypt_slots(&g.cts)?;
+        let slots = self.decrypt_results(&g.cts)?;
         let g_total = self.g_total;
         let state = self.state_mut(kind)?;
         for (i, values) in slots.iter().enumerate() {
@@ -618,12 +619,21 @@ impl Client {
             .collect()
     }
 
+    /// [`decrypt_slots`](Self::decrypt_slots) of compact results, decrypted in the
+    /// coefficient domain they arrive in.
+    fn decrypt_results(&self, cts: &[CompactCiphertext]) -> Result<Vec<Vec<f64>>> {
+        let (sk, encoder) = (&self.sk, &self.encoder);
+        cts.par_iter()
+            .map(|ct| Ok(encoder.decode_coeffs(&sk.decrypt_compact(ct)?, 0, ct.scale())?))
+            .collect()
+    }
+
     /// A layer's pre-activations `z = Wa + b` (`rows × units·positions`) from a forward
     /// output: the packed products (ciphertext `G · positions + pos` holds unit `G·R + r`
     /// in block `r`), then `[b_o]` per unit, whose decryption the client adds.
     fn decrypt_forward(
         &self,
-        cts: &[Ciphertext],
+        cts: &[CompactCiphertext],
         units: usize,
         positions: usize,
         rows: usize,
@@ -631,10 +641,10 @@ impl Client {
         let (replicas, block) = (self.replicas, self.block);
         let packed_len = units.div_ceil(replicas) * positions;
         let (packed, biases) = cts.split_at(packed_len.min(cts.len()));
-        let slots = self.decrypt_slots(packed)?;
+        let slots = self.decrypt_results(packed)?;
         // Every slot of [b_o] holds b_o: their mean averages the encryption noise away.
         let biases: Vec<f64> = self
-            .decrypt_slots(biases)?
+            .decrypt_results(biases)?
             .iter()
             .map(|v| v.iter().sum::<f64>() / v.len().max(1) as f64)
             .collect();
@@ -655,9 +665,9 @@ impl Client {
 
     /// A backward output `[Wᵀδ]` (one ciphertext per input scalar whose `R` blocks hold
     /// partial sums over the units of each block): the sum of the blocks, `rows × cts`.
-    fn decrypt_block_sums(&self, cts: &[Ciphertext], rows: usize) -> Result<Array2<f32>> {
+    fn decrypt_block_sums(&self, cts: &[CompactCiphertext], rows: usize) -> Result<Array2<f32>> {
         let (replicas, block) = (self.replicas, self.block);
-        let cols = self.decrypt_slots(cts)?;
+        let cols = self.decrypt_results(cts)?;
         let mut out = Array2::zeros((rows, cts.len()));
         for (i, col) in cols.iter().enumerate() {
             for j in 0..rows {

@@ -191,6 +191,18 @@ pub struct CtBatch {
     pub cts: Vec<Ciphertext>,
 }
 
+/// Level-0 results of a layer, compact (switched to `2^k`, `k` = [`result_bits`]): what
+/// the server sends and the client decrypts straight from the coefficient domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultBatch {
+    /// Training step.
+    pub step: u64,
+    /// Index among the parameterized layers.
+    pub layer: u16,
+    /// The results.
+    pub cts: Vec<CompactCiphertext>,
+}
+
 /// A chunk of per-sample weight gradients of one layer. Ciphertext `i` is gradient
 /// number `k = first + i`, `k = G · patch + p`: its slot block `r` holds the gradient of
 /// `W[G·R + r, p]` for every sample (`R` = [`TrainingConfig::replicas`]).
@@ -202,8 +214,8 @@ pub struct WeightGradients {
     pub layer: u16,
     /// Index of the first gradient ciphertext of this chunk within the layer.
     pub first: u32,
-    /// Relinearized two-part ciphertexts at level 0 (compact on the wire).
-    pub cts: Vec<Ciphertext>,
+    /// Relinearized two-part ciphertexts at level 0, compact.
+    pub cts: Vec<CompactCiphertext>,
 }
 
 /// The DP-protected, averaged W-gradient of one step, in layer order, each `W` row-major.
@@ -246,9 +258,9 @@ pub enum ClientMessage {
 #[non_exhaustive]
 pub enum ServerMessage {
     /// `[W_l a_l]` packed `R` units per ciphertext, then `[b_l]` (see the module docs).
-    ForwardOutput(CtBatch),
+    ForwardOutput(ResultBatch),
     /// `[Wᵀ δ_l]`, one partial sum per slot block.
-    BackwardOutput(CtBatch),
+    BackwardOutput(ResultBatch),
     /// See [`WeightGradients`].
     WeightGradients(WeightGradients),
     /// See [`ModelExport`].
@@ -318,7 +330,7 @@ pub fn result_bits(kind: MessageKind) -> Option<u32> {
     }
 }
 
-fn wire_bits(kind: MessageKind) -> Result<u32> {
+pub(crate) fn wire_bits(kind: MessageKind) -> Result<u32> {
     result_bits(kind).ok_or_else(|| ProtocolError::InvalidMessage {
         kind,
         reason: "carries no level-0 results".into(),
@@ -326,7 +338,7 @@ fn wire_bits(kind: MessageKind) -> Result<u32> {
 }
 
 /// Bytes of a counted list of compact level-0 results.
-fn results_len(cts: &[Ciphertext], params: &Parameters, kind: MessageKind) -> Result<usize> {
+fn results_len(cts: &[CompactCiphertext], params: &Parameters, kind: MessageKind) -> Result<usize> {
     let bits = wire_bits(kind)?;
     Ok(4 + cts
         .iter()
@@ -334,11 +346,31 @@ fn results_len(cts: &[Ciphertext], params: &Parameters, kind: MessageKind) -> Re
         .sum::<usize>())
 }
 
-/// Appends level-0 results in their compact form (switched to `2^k`, `k` =
-/// [`result_bits`]); no secret key involved.
+/// A level-0 result in the compact form a message of `kind` carries (no secret key
+/// involved): for results the server holds at level 0 (the biases it adds to forward
+/// outputs); results at level 1 are rescaled straight into it by
+/// [`Evaluator::rescale_to_compact`](sphinx_he::Evaluator::rescale_to_compact) at
+/// [`result_bits`].
+///
+/// # Errors
+/// [`ProtocolError::InvalidMessage`] for a kind without results; [`sphinx_he::HeError`]
+/// for a ciphertext that is not at level 0 of `params`.
+pub fn compact_result(
+    ct: &Ciphertext,
+    params: &Parameters,
+    kind: MessageKind,
+) -> Result<CompactCiphertext> {
+    Ok(CompactCiphertext::from_ciphertext(
+        params,
+        ct,
+        wire_bits(kind)?,
+    )?)
+}
+
+/// Appends compact level-0 results, refusing any not at this kind's [`result_bits`].
 fn put_results(
     out: &mut Vec<u8>,
-    cts: &[Ciphertext],
+    cts: &[CompactCiphertext],
     params: &Parameters,
     kind: MessageKind,
 ) -> Result<()> {
@@ -346,33 +378,20 @@ fn put_results(
     put_u32(out, cts.len(), kind)?;
     let objects = cts
         .par_iter()
-        .map(|ct| Ok(CompactCiphertext::from_ciphertext(params, ct, bits)?.to_bytes(params)?))
+        .map(|ct| {
+            if ct.bits() != bits {
+                return Err(ProtocolError::InvalidMessage {
+                    kind,
+                    reason: format!("result at 2^{} where 2^{bits} is expected", ct.bits()),
+                });
+            }
+            Ok(ct.to_bytes(params)?)
+        })
         .collect::<Result<Vec<_>>>()?;
     for o in &objects {
         put_object(out, o, kind)?;
     }
     Ok(())
-}
-
-/// Replaces each level-0 result of `msg` by exactly what a receiver of its compact wire
-/// form decrypts (switch to `2^k` and lift back), so that a client driven in process
-/// ([`Session`](crate::session::Session)) decrypts the same values as one over the
-/// network. Idempotent: a rounded result encodes to the same bytes and decodes to itself.
-///
-/// # Errors
-/// [`sphinx_he::HeError`] for a result that is not at level 0 of `params`.
-pub fn round_results_for_wire(msg: &mut ServerMessage, params: &Parameters) -> Result<()> {
-    let kind = msg.kind();
-    let cts = match msg {
-        ServerMessage::ForwardOutput(b) | ServerMessage::BackwardOutput(b) => &mut b.cts,
-        ServerMessage::WeightGradients(g) => &mut g.cts,
-        ServerMessage::ModelExport(_) => return Ok(()),
-    };
-    let bits = wire_bits(kind)?;
-    cts.par_iter_mut().try_for_each(|ct| {
-        *ct = CompactCiphertext::from_ciphertext(params, ct, bits)?.lift(params)?;
-        Ok(())
-    })
 }
 
 fn put_f32s(out: &mut Vec<u8>, v: &[f32], kind: MessageKind) -> Result<()> {
@@ -593,8 +612,12 @@ impl<'a> Cursor<'a> {
         Ok(out)
     }
 
-    /// Compact level-0 results (see [`result_bits`]), lifted back to `q_0` for decryption.
-    fn results(&mut self, params: &Arc<Parameters>, kind: MessageKind) -> Result<Vec<Ciphertext>> {
+    /// Compact level-0 results (see [`result_bits`]).
+    fn results(
+        &mut self,
+        params: &Arc<Parameters>,
+        kind: MessageKind,
+    ) -> Result<Vec<CompactCiphertext>> {
         let bits = wire_bits(kind)?;
         let n = self.count(4)?;
         let mut objs = Vec::with_capacity(n);
@@ -611,16 +634,16 @@ impl<'a> Cursor<'a> {
                         c.bits()
                     )));
                 }
-                Ok(c.lift(params)?)
+                Ok(c)
             })
             .collect()
     }
 
-    fn result_batch(&mut self, params: &Arc<Parameters>, kind: MessageKind) -> Result<CtBatch> {
+    fn result_batch(&mut self, params: &Arc<Parameters>, kind: MessageKind) -> Result<ResultBatch> {
         let step = self.u64()?;
         let layer = self.u16()?;
         let cts = self.results(params, kind)?;
-        Ok(CtBatch { step, layer, cts })
+        Ok(ResultBatch { step, layer, cts })
     }
 
     fn batch(&mut self, params: &Arc<Parameters>) -> Result<CtBatch> {

@@ -12,6 +12,7 @@ use std::time::Instant;
 use ndarray::Array2;
 use rand::{CryptoRng, RngCore};
 use rayon::prelude::*;
+use sphinx_he::serialization::CompactCiphertext;
 use sphinx_he::{
     Ciphertext, Encoder, Evaluator, GaloisKeys, Parameters, Plaintext, RelinearizationKey,
 };
@@ -20,8 +21,8 @@ use sphinx_nn::model::Model;
 use crate::accounting::{Phase, PhaseTimes};
 use crate::error::{ProtocolError, Result};
 use crate::messages::{
-    ClientMessage, CtBatch, MessageKind, ModelExport, NoisyGradient, ServerMessage, Setup,
-    TrainingConfig, WeightGradients,
+    ClientMessage, CtBatch, MessageKind, ModelExport, NoisyGradient, ResultBatch, ServerMessage,
+    Setup, TrainingConfig, WeightGradients, compact_result, wire_bits,
 };
 use crate::plan::LayerPlan;
 use crate::update::WeightAverage;
@@ -38,8 +39,8 @@ pub const GRADIENT_CHUNK: usize = 256;
 const UNIT_BLOCK: usize = 8;
 
 /// Places `(index, ciphertext)` pieces computed in parallel at their indices.
-fn in_order(len: usize, pieces: Vec<Vec<(usize, Ciphertext)>>) -> Result<Vec<Ciphertext>> {
-    let mut out: Vec<Option<Ciphertext>> = vec![None; len];
+fn in_order<T: Clone>(len: usize, pieces: Vec<Vec<(usize, T)>>) -> Result<Vec<T>> {
+    let mut out: Vec<Option<T>> = vec![None; len];
     for (i, ct) in pieces.into_iter().flatten() {
         if let Some(slot) = out.get_mut(i) {
             *slot = Some(ct);
@@ -321,6 +322,7 @@ impl Server {
         let plan = &self.plans[job.layer];
         let end = (job.next + GRADIENT_CHUNK).min(total);
         let (eval, relin) = (&self.eval, &self.relin);
+        let bits = wire_bits(MessageKind::WeightGradients)?;
         let (delta, input) = (&job.delta, &job.input);
         // Tasks of up to UNIT_BLOCK consecutive weights of one δ group: they meet the same
         // δ at every position, which the fused kernel then reads once for all of them.
@@ -356,8 +358,7 @@ impl Server {
                         // Relinearizing at level 1, before the rescale, divides the
                         // key-switching noise by q_1 too; the result is a third smaller.
                         eval.relinearize_assign(&mut ct, relin)?;
-                        eval.rescale_assign(&mut ct)?;
-                        Ok((w - job.next, ct))
+                        Ok((w - job.next, eval.rescale_to_compact(&ct, bits)?))
                     })
                     .collect::<Result<Vec<_>>>()
             })
@@ -411,20 +412,23 @@ impl Server {
         Ok(pts)
     }
 
-    /// `Σ_(i, k) ∈ terms[j] pts[k] ⊙ cts[i]` for every `j`, rescaled to level 0.
+    /// `Σ_(i, k) ∈ terms[j] pts[k] ⊙ cts[i]` for every `j`, rescaled to level 0 straight
+    /// into the compact form of a `kind` message.
     fn plain_layer(
         &self,
         cts: &[Ciphertext],
         pts: &[Plaintext],
         terms: &[Vec<(u32, u32)>],
-    ) -> Result<Vec<Ciphertext>> {
+        kind: MessageKind,
+    ) -> Result<Vec<CompactCiphertext>> {
+        let bits = wire_bits(kind)?;
         let refs: Vec<&Ciphertext> = cts.iter().collect();
         let pts: Vec<&Plaintext> = pts.iter().collect();
         let terms: Vec<&[(u32, u32)]> = terms.iter().map(Vec::as_slice).collect();
-        let mut out = self.eval.plain_dot_products(&refs, &pts, &terms)?;
-        out.par_iter_mut()
-            .try_for_each(|ct| self.eval.rescale_assign(ct))?;
-        Ok(out)
+        let out = self.eval.plain_dot_products(&refs, &pts, &terms)?;
+        out.par_iter()
+            .map(|ct| Ok(self.eval.rescale_to_compact(ct, bits)?))
+            .collect()
     }
 
     /// `R`.
@@ -500,17 +504,20 @@ impl Server {
                     .collect()
             })
             .collect();
-        let mut cts = self.plain_layer(&b.cts, &packed, &terms)?;
+        let out_kind = MessageKind::ForwardOutput;
+        let mut cts = self.plain_layer(&b.cts, &packed, &terms, out_kind)?;
         // The client adds the biases itself: the server cannot pack [b_o] into block r
         // without a second multiplicative level.
-        cts.extend(self.biases[layer].iter().cloned());
+        for bias in &self.biases[layer] {
+            cts.push(compact_result(bias, &self.params, out_kind)?);
+        }
         self.inputs[layer] = Some(b.cts);
         self.expect = if layer + 1 < self.plans.len() {
             Expect::Forward(layer + 1)
         } else {
             Expect::Backward(layer)
         };
-        Ok(ServerMessage::ForwardOutput(CtBatch {
+        Ok(ServerMessage::ForwardOutput(ResultBatch {
             step: self.step,
             layer: layer as u16,
             cts,
@@ -583,8 +590,8 @@ impl Server {
                         .collect()
                 })
                 .collect();
-            let cts = self.plain_layer(packed, weights, &terms)?;
-            Some(ServerMessage::BackwardOutput(CtBatch {
+            let cts = self.plain_layer(packed, weights, &terms, MessageKind::BackwardOutput)?;
+            Some(ServerMessage::BackwardOutput(ResultBatch {
                 step: self.step,
                 layer: layer as u16,
                 cts,

@@ -1,22 +1,19 @@
 //! An in-process driver: one client and one server exchanging messages by value, with
 //! every message's wire size accounted.
 //!
-//! Level-0 results travel compact (switched to `2^k`, [`messages::result_bits`]); a networked
-//! client decrypts them lifted back from the wire. The driver rounds each result exactly so
-//! ([`messages::round_results_for_wire`]) before the client sees it, and counts that time as
-//! the server's (the phase that produced the message), so in-process runs decrypt, measure
-//! and cost what networked ones do, less the encoding itself.
+//! Level-0 results are compact (switched to `2^k`, [`messages::result_bits`]) as the
+//! server produces them, so in-process runs decrypt, measure and cost what networked ones
+//! do, less the encoding itself.
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use rand::{CryptoRng, RngCore};
 use sphinx_nn::model::Model;
 
-use crate::accounting::{Phase, PhaseTimes, Traffic};
+use crate::accounting::{PhaseTimes, Traffic};
 use crate::client::{Client, StepOutcome};
 use crate::error::{ProtocolError, Result};
-use crate::messages::{self, ClientMessage, MessageKind, ServerMessage};
+use crate::messages::{ClientMessage, MessageKind, ServerMessage};
 use crate::server::Server;
 
 /// A client and a server connected in memory.
@@ -25,8 +22,6 @@ pub struct Session {
     client: Client,
     server: Server,
     traffic: Traffic,
-    /// Server-side time spent rounding results to their wire form.
-    rounding: PhaseTimes,
 }
 
 impl Session {
@@ -57,7 +52,6 @@ impl Session {
             client,
             server,
             traffic,
-            rounding: PhaseTimes::default(),
         })
     }
 
@@ -84,23 +78,15 @@ impl Session {
     pub fn times(&self) -> PhaseTimes {
         let mut t = self.client.times().clone();
         t.merge(self.server.times());
-        t.merge(&self.rounding);
         t
     }
 
     fn deliver_to_client(
         &mut self,
-        mut msg: ServerMessage,
+        msg: ServerMessage,
         queue: &mut VecDeque<ClientMessage>,
     ) -> Result<()> {
         let params = self.server.params().clone();
-        let t = Instant::now();
-        messages::round_results_for_wire(&mut msg, &params)?;
-        let phase = match msg.kind() {
-            MessageKind::ForwardOutput => Phase::ServerForward,
-            _ => Phase::ServerBackward,
-        };
-        self.rounding.add(phase, t.elapsed());
         self.traffic.record(msg.kind(), msg.wire_len(&params)?);
         queue.extend(self.client.handle(msg)?);
         Ok(())

@@ -160,9 +160,47 @@ impl Encoder {
         self.params.check_id(pt.param_id)?;
         let basis = self.params.q_basis(pt.level)?;
         let coeffs = pt.poly.clone().into_coeff(basis)?;
-        let values = self.crt_to_f64(&coeffs, pt.level);
+        self.decode_complex_coeffs(&coeffs, pt.level, pt.scale)
+    }
+
+    /// [`decode`](Self::decode) of a plaintext given by its coefficients at `level` and
+    /// `scale` (what [`SecretKey::decrypt_compact`](crate::SecretKey::decrypt_compact)
+    /// returns, at level 0 and the compact ciphertext's scale).
+    ///
+    /// # Errors
+    /// [`HeError::InvalidLevel`], [`HeError::InvalidScale`]; a polynomial not over the
+    /// primes of `level`.
+    pub fn decode_coeffs(
+        &self,
+        coeffs: &Poly<Coeff>,
+        level: usize,
+        scale: f64,
+    ) -> Result<Vec<f64>> {
+        let basis = self.params.q_basis(level)?;
+        if coeffs.data().len() != basis.len() * basis.n() {
+            return Err(HeError::InvalidLevel {
+                level: coeffs.data().len() / basis.n().max(1),
+                min: level,
+                max: level,
+            });
+        }
+        check_scale(scale)?;
+        Ok(self
+            .decode_complex_coeffs(coeffs, level, scale)?
+            .into_iter()
+            .map(|c| c.re)
+            .collect())
+    }
+
+    fn decode_complex_coeffs(
+        &self,
+        coeffs: &Poly<Coeff>,
+        level: usize,
+        scale: f64,
+    ) -> Result<Vec<Complex>> {
+        let values = self.crt_to_f64(coeffs, level);
         let slots = self.slots();
-        let inv_scale = 1.0 / pt.scale;
+        let inv_scale = 1.0 / scale;
         let mut w: Vec<Complex> = (0..slots)
             .map(|k| Complex::new(values[k] * inv_scale, values[k + slots] * inv_scale))
             .collect();

@@ -17,6 +17,7 @@ use crate::rlwe::keys::{
     GaloisKeys, KeySwitchingKey, RelinearizationKey, conjugation_element, rotation_element,
 };
 use crate::rlwe::keyswitch::{key_switch_add, key_switch_add_permuted};
+use crate::serialization::CompactCiphertext;
 
 /// Coefficients per parallel task of [`Evaluator::plain_dot_products`]: small enough that
 /// one block of every input and plaintext of a layer stays in cache while all outputs
@@ -868,6 +869,37 @@ impl Evaluator {
             scale: a.scale / self.params.q_primes()[a.level] as f64,
             seed: None,
         })
+    }
+
+    /// [`rescale`](Self::rescale) from level 1 to 0 followed by
+    /// [`CompactCiphertext::from_ciphertext`], with the division done on coefficients:
+    /// both limbs of each part are taken out of the NTT domain and divided there, so no part
+    /// goes back into it only to leave it again for the switch (one NTT fewer per part).
+    /// The result is identical to the two steps done one after the other.
+    ///
+    /// # Errors
+    /// [`HeError::ParamMismatch`], [`HeError::InvalidLevel`] unless `a` is at level 1,
+    /// errors of [`CompactCiphertext::from_ciphertext`].
+    pub fn rescale_to_compact(&self, a: &Ciphertext, bits: u32) -> Result<CompactCiphertext> {
+        let basis = self.basis_of(a)?;
+        if a.level != 1 {
+            return Err(HeError::InvalidLevel {
+                level: a.level,
+                min: 1,
+                max: 1,
+            });
+        }
+        let parts = a
+            .polys
+            .iter()
+            .map(|p| {
+                let mut c = p.clone().into_coeff(basis)?;
+                basis.divide_round_last_coeff(&mut c)?;
+                Ok(c)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let scale = a.scale / self.params.q_primes()[1] as f64;
+        CompactCiphertext::from_coeff_parts(&self.params, &parts, scale, bits)
     }
 
     /// In-place [`rescale`](Self::rescale).

@@ -1,13 +1,14 @@
 //! Public-key and seeded secret-key encryption, and decryption of 2- and 3-part ciphertexts.
 
 use rand::{CryptoRng, RngCore};
-use sphinx_math::{Ntt, Poly};
+use sphinx_math::{Coeff, Ntt, Poly};
 
 use crate::error::{HeError, Result};
 use crate::rlwe::ciphertext::{Ciphertext, Plaintext};
 use crate::rlwe::keys::{PublicKey, SecretKey, small_ntt};
 use crate::rlwe::keyswitch::mod_down_add;
 use crate::rlwe::sampler;
+use crate::serialization::CompactCiphertext;
 
 impl PublicKey {
     /// Encrypts `pt` at its level: `(b u + e_0 + m, a u + e_1)` with ternary `u`.
@@ -150,5 +151,55 @@ impl SecretKey {
             }
         }
         Plaintext::from_poly(params, out, level, ct.scale)
+    }
+
+    /// Decrypts a compact level-0 result without lifting it into the NTT domain first:
+    /// `c̃_0 + INTT(NTT(c̃_1 (+ c̃_2 s)) · s)` on the lifted parts `c̃_i`, so one forward
+    /// transform per part after the first and one inverse in all (against one forward per
+    /// part for [`CompactCiphertext::lift`] and one inverse to decode the
+    /// [`decrypt`](Self::decrypt)ed plaintext). Returns the message polynomial in the
+    /// coefficient domain, for [`Encoder::decode_coeffs`](crate::Encoder::decode_coeffs) at
+    /// the ciphertext's scale; it equals the coefficients of `decrypt(&c.lift(..))`.
+    ///
+    /// # Errors
+    /// [`HeError::ParamMismatch`] if `c` belongs to other parameters.
+    pub fn decrypt_compact(&self, c: &CompactCiphertext) -> Result<Poly<Coeff>> {
+        let params = &self.params;
+        let basis = params.q_basis(0)?;
+        let n = params.n();
+        let parts = c.lifted_coeffs(params)?;
+        let (m, plan) = match (basis.moduli().first(), basis.plans().first()) {
+            (Some(m), Some(plan)) => (*m, plan),
+            _ => {
+                return Err(HeError::InvalidLevel {
+                    level: 0,
+                    min: 0,
+                    max: 0,
+                });
+            }
+        };
+        let s = self.s_q(0);
+        let mut chunks = parts.chunks_exact(n);
+        let (Some(c0), Some(c1)) = (chunks.next(), chunks.next()) else {
+            return Err(HeError::UnsupportedCiphertextSize {
+                got: parts.len() / n.max(1),
+                supported: "2 or 3",
+            });
+        };
+        let mut acc = c1.to_vec();
+        plan.forward(&mut acc);
+        if let Some(c2) = chunks.next() {
+            // (c1 + c2 s) s: one extra product instead of forming s².
+            let mut t = c2.to_vec();
+            plan.forward(&mut t);
+            plan.mul_accumulate(&mut acc, &t, s);
+        }
+        let mut out = vec![0u64; n];
+        plan.mul_accumulate(&mut out, &acc, s);
+        plan.inverse(&mut out);
+        for (x, &a) in out.iter_mut().zip(c0) {
+            *x = m.add(*x, a);
+        }
+        Ok(Poly::<Coeff>::from_data(basis, out)?)
     }
 }

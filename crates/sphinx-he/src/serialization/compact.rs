@@ -224,19 +224,67 @@ impl CompactCiphertext {
             return Err(HeError::InvalidCompactBits { bits, min, max });
         }
         let basis = params.q_basis(0)?;
+        let parts = ct
+            .polys
+            .iter()
+            .map(|p| Ok(p.clone().into_coeff(basis)?))
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_coeff_parts(params, &parts, ct.scale, bits)
+    }
+
+    /// Switches the parts of a level-0 ciphertext given in the coefficient domain (what
+    /// [`Evaluator::rescale_to_compact`](crate::ckks::Evaluator::rescale_to_compact)
+    /// produces without the NTT a rescale ends with).
+    pub(crate) fn from_coeff_parts(
+        params: &Parameters,
+        parts: &[Poly<Coeff>],
+        scale: f64,
+        bits: u32,
+    ) -> Result<Self> {
+        let size = parts.len();
+        if !(2..=3).contains(&size) {
+            return Err(HeError::UnsupportedCiphertextSize {
+                got: size,
+                supported: "2 or 3",
+            });
+        }
+        if let Some((min, max)) = out_of_range(params, size, bits, scale)? {
+            return Err(HeError::InvalidCompactBits { bits, min, max });
+        }
+        let n = params.n();
         let switch = SwitchDown::new(q0(params)?, bits);
-        let mut coeffs = Vec::with_capacity(size * params.n());
-        for p in &ct.polys {
-            let coeff = p.clone().into_coeff(basis)?;
-            coeffs.extend(coeff.data().iter().map(|&c| switch.apply(c)));
+        let mut coeffs = Vec::with_capacity(size * n);
+        for p in parts {
+            let data = p.data();
+            if data.len() != n {
+                return Err(HeError::InvalidLevel {
+                    level: data.len() / n.max(1),
+                    min: 0,
+                    max: 0,
+                });
+            }
+            coeffs.extend(data.iter().map(|&c| switch.apply(c)));
         }
         Ok(Self {
-            param_id: ct.param_id,
+            param_id: params.id(),
             bits,
-            scale: ct.scale,
+            scale,
             size,
             coeffs,
         })
+    }
+
+    /// Each part lifted back to `q_0`, in the coefficient domain (`size · N` values,
+    /// part-major): what [`lift`](Self::lift) transforms, and what
+    /// [`SecretKey::decrypt_compact`](crate::SecretKey::decrypt_compact) uses directly.
+    pub(crate) fn lifted_coeffs(&self, params: &Parameters) -> Result<Vec<u64>> {
+        params.check_id(self.param_id)?;
+        let q = q0(params)?;
+        Ok(self
+            .coeffs
+            .iter()
+            .map(|&c| lift_one(c, q, self.bits))
+            .collect())
     }
 
     /// The level-0 ciphertext the receiver decrypts: each part lifted back to `q_0`.
@@ -244,16 +292,11 @@ impl CompactCiphertext {
     /// # Errors
     /// [`HeError::ParamMismatch`] if `params` are not this ciphertext's.
     pub fn lift(&self, params: &Parameters) -> Result<Ciphertext> {
-        params.check_id(self.param_id)?;
         let basis = params.q_basis(0)?;
-        let q = q0(params)?;
         let polys = self
-            .coeffs
+            .lifted_coeffs(params)?
             .chunks_exact(params.n())
-            .map(|part| {
-                let data = part.iter().map(|&c| lift_one(c, q, self.bits)).collect();
-                Ok(Poly::<Coeff>::from_data(basis, data)?.into_ntt(basis)?)
-            })
+            .map(|part| Ok(Poly::<Coeff>::from_data(basis, part.to_vec())?.into_ntt(basis)?))
             .collect::<Result<Vec<_>>>()?;
         Ciphertext::from_parts(params, polys, 0, self.scale)
     }
