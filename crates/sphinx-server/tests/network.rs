@@ -47,9 +47,11 @@ fn networked_training_equals_the_in_process_session() {
         assert_eq!(conn.committed_step(model).unwrap(), i as u64 + 1);
     }
     let remote_model = conn.export(model, &client, &params).unwrap();
-    // The only difference is the server's encryption randomness of b⁰ (CKKS noise).
+    // The only difference is the rounding of the two servers' encryption randomness,
+    // ≈ 10⁻⁴ per value with compact results; a different batch or noise draw would move
+    // entries by ≈ lr·σC/(qN) = 0.02.
     let (dw, db) = common::max_diff(&local_model, &remote_model);
-    assert!(dw < 1e-4 && db < 1e-4, "ΔW {dw}, Δb {db}");
+    assert!(dw < 1e-3 && db < 1e-3, "ΔW {dw}, Δb {db}");
     assert_ne!(remote_model.layers().len(), 0);
     let listed = conn.call(&Request::ListModels).unwrap();
     let Response::Models { models } = listed else {

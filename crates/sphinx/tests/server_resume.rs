@@ -194,9 +194,11 @@ fn killed_server_resumes_from_the_last_committed_step() {
     }
     assert_eq!(conn.committed_step(model).unwrap(), STEPS);
     let resumed = conn.export(model, &client, &params).unwrap();
-    // Same batches and noise; only CKKS noise (the server's encryption of b⁰) differs.
+    // Same batches and noise; only the rounding differs (the servers' encryption
+    // randomness), which the compact results make ≈ 10⁻⁴ per value. A different batch or
+    // noise draw would move entries by ≈ lr·σC/(qN) ≈ 0.03.
     let d = max_diff(&uninterrupted, &resumed);
-    assert!(d < 1e-4, "max |Δ| = {d}");
+    assert!(d < 1e-3, "max |Δ| = {d}");
     server.kill().unwrap();
     server.wait().unwrap();
 }
