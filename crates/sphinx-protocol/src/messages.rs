@@ -656,7 +656,7 @@ impl<'a> Cursor<'a> {
 
 /// Checks the envelope (magic, version, length within `limit` and exact) and returns the
 /// message type code and the body.
-fn open_envelope(bytes: &[u8], limit: usize) -> Result<(u8, Cursor<'_>)> {
+pub(crate) fn open_envelope(bytes: &[u8], limit: usize) -> Result<(u8, Cursor<'_>)> {
     open_envelope_since(bytes, limit, PROTOCOL_VERSION)
 }
 

@@ -677,34 +677,9 @@ impl<'a> Cursor<'a> {
 }
 
 fn open_envelope(bytes: &[u8], limit: usize) -> Result<(InferenceKind, Cursor<'_>)> {
-    let mut c = Cursor { bytes };
-    if c.array::<4>()? != MAGIC {
-        return Err(malformed("not a Sphinx protocol message (magic)"));
-    }
-    let version = c.u16()?;
-    if version != PROTOCOL_VERSION {
-        return Err(malformed(format!(
-            "protocol version {version}; this build speaks {PROTOCOL_VERSION}"
-        )));
-    }
-    let code = c.u8()?;
+    let (code, c) = crate::messages::open_envelope(bytes, limit)?;
     let kind = InferenceKind::from_code(code)
         .ok_or_else(|| malformed(format!("type {code} is not an inference message")))?;
-    if c.u8()? != 0 {
-        return Err(malformed("reserved byte is not 0"));
-    }
-    let len = c.u64()?;
-    if len > limit as u64 {
-        return Err(malformed(format!(
-            "body of {len} bytes exceeds the limit {limit}"
-        )));
-    }
-    if len != c.bytes.len() as u64 {
-        return Err(malformed(format!(
-            "body length {len} but {} bytes follow",
-            c.bytes.len()
-        )));
-    }
     Ok((kind, c))
 }
 
