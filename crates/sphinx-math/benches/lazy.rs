@@ -12,8 +12,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use sphinx_math::lazy::{
-    TensorTerm, plain_matmul, plain_matmul_reference, scalar_matmul, scalar_matmul_reference,
-    tensor_sum, tensor_sum_reference,
+    TensorTerm, plain_dot_products, plain_matmul, plain_matmul_reference, scalar_matmul,
+    scalar_matmul_reference, tensor_sum, tensor_sum_reference,
 };
 use sphinx_math::{Modulus, primes::ntt_primes};
 
@@ -77,5 +77,65 @@ fn kernels(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels);
+criterion_group!(benches, kernels, conv_layer);
 criterion_main!(benches);
+
+/// A convolution layer's packed products as the evaluator runs them, one limb, one thread:
+/// 8 input channels of 12×12, 6 packed output groups of 8×8 positions, 5×5 windows (200
+/// terms per output), in blocks of 32 coefficients, every block computing all outputs.
+fn conv_layer(c: &mut Criterion) {
+    const BLOCK: usize = 32;
+    let (channels, side, out_side, groups) = (8usize, 12usize, 8usize, 6usize);
+    let mut g = c.benchmark_group("plain_dot_products conv");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    for bits in [41u32, 29] {
+        let q = ntt_primes(&[bits], N).unwrap()[0];
+        let m = Modulus::new(q).unwrap();
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut vec = || -> Vec<u64> { (0..N).map(|_| rng.random_range(0..q)).collect() };
+        let inputs: Vec<[Vec<u64>; 2]> = (0..channels * side * side)
+            .map(|_| [vec(), vec()])
+            .collect();
+        let plains: Vec<Vec<u64>> = (0..groups * channels * 25).map(|_| vec()).collect();
+        let terms: Vec<Vec<(u32, u32)>> = (0..groups)
+            .flat_map(|gr| (0..out_side * out_side).map(move |pos| (gr, pos)))
+            .map(|(gr, pos)| {
+                let (y, x) = (pos / out_side, pos % out_side);
+                let mut t = Vec::with_capacity(channels * 25);
+                for ch in 0..channels {
+                    for (dy, dx) in (0..5).flat_map(|dy| (0..5).map(move |dx| (dy, dx))) {
+                        let input = ch * side * side + (y + dy) * side + x + dx;
+                        let plain = (gr * channels + ch) * 25 + dy * 5 + dx;
+                        t.push((input as u32, plain as u32));
+                    }
+                }
+                t
+            })
+            .collect();
+        let term_refs: Vec<&[(u32, u32)]> = terms.iter().map(Vec::as_slice).collect();
+        let mut outs: Vec<[Vec<u64>; 2]> = terms.iter().map(|_| [vec![0; N], vec![0; N]]).collect();
+        let macs = 2 * N * terms.iter().map(Vec::len).sum::<usize>();
+        g.throughput(criterion::Throughput::Elements(macs as u64));
+        g.bench_function(
+            format!("{bits}-bit limb, {} outputs x 200 terms", terms.len()),
+            |b| {
+                b.iter(|| {
+                    for start in (0..N).step_by(BLOCK) {
+                        let r = start..start + BLOCK;
+                        let xs: Vec<[&[u64]; 2]> = inputs
+                            .iter()
+                            .map(|[a, b]| [&a[r.clone()], &b[r.clone()]])
+                            .collect();
+                        let ps: Vec<&[u64]> = plains.iter().map(|p| &p[r.clone()]).collect();
+                        let mut o: Vec<[&mut [u64]; 2]> = outs
+                            .iter_mut()
+                            .map(|[a, b]| [&mut a[r.clone()], &mut b[r.clone()]])
+                            .collect();
+                        plain_dot_products(&m, black_box(&xs), &ps, &term_refs, &mut o).unwrap();
+                    }
+                });
+            },
+        );
+    }
+    g.finish();
+}
