@@ -13,7 +13,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use sphinx_math::lazy::{
     TensorTerm, plain_dot_products, plain_matmul, plain_matmul_reference, scalar_matmul,
-    scalar_matmul_reference, tensor_sum, tensor_sum_reference,
+    scalar_matmul_reference, tensor_sum, tensor_sum_reference, tensor_sums_shared,
 };
 use sphinx_math::{Modulus, primes::ntt_primes};
 
@@ -77,7 +77,7 @@ fn kernels(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels, conv_layer);
+criterion_group!(benches, kernels, conv_layer, shared_gradients);
 criterion_main!(benches);
 
 /// A convolution layer's packed products as the evaluator runs them, one limb, one thread:
@@ -133,6 +133,55 @@ fn conv_layer(c: &mut Criterion) {
                             .collect();
                         plain_dot_products(&m, black_box(&xs), &ps, &term_refs, &mut o).unwrap();
                     }
+                });
+            },
+        );
+    }
+    g.finish();
+}
+
+/// The per-sample weight gradients of one packed `δ` group of a convolution as the server
+/// runs them, one limb, one thread: 8 weights sharing the 64 positions' `δ`, each meeting
+/// the input its window reads there (8×8 positions of a 12×12 input channel).
+fn shared_gradients(c: &mut Criterion) {
+    let (positions, side, out_side, rows) = (64usize, 12usize, 8usize, 8usize);
+    let mut g = c.benchmark_group("tensor_sums_shared conv");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    for bits in [41u32, 29] {
+        let q = ntt_primes(&[bits], N).unwrap()[0];
+        let m = Modulus::new(q).unwrap();
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut vec = || -> Vec<u64> { (0..N).map(|_| rng.random_range(0..q)).collect() };
+        let delta: Vec<[Vec<u64>; 2]> = (0..positions).map(|_| [vec(), vec()]).collect();
+        let input: Vec<[Vec<u64>; 2]> = (0..side * side).map(|_| [vec(), vec()]).collect();
+        let lhs: Vec<[&[u64]; 2]> = delta.iter().map(|[a, b]| [&a[..], &b[..]]).collect();
+        let rhs: Vec<Vec<Option<[&[u64]; 2]>>> = (0..rows)
+            .map(|w| {
+                let (dy, dx) = (w / 5, w % 5);
+                (0..positions)
+                    .map(|pos| {
+                        let (y, x) = (pos / out_side + dy, pos % out_side + dx);
+                        let [a, b] = &input[y * side + x];
+                        Some([&a[..], &b[..]])
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut outs: Vec<[Vec<u64>; 3]> = (0..rows)
+            .map(|_| [vec![0; N], vec![0; N], vec![0; N]])
+            .collect();
+        g.throughput(criterion::Throughput::Elements(
+            (rows * positions * N) as u64,
+        ));
+        g.bench_function(
+            format!("{bits}-bit limb, {rows} weights x {positions} positions"),
+            |b| {
+                b.iter(|| {
+                    let mut o: Vec<[&mut [u64]; 3]> = outs
+                        .iter_mut()
+                        .map(|[a, b, c]| [&mut a[..], &mut b[..], &mut c[..]])
+                        .collect();
+                    tensor_sums_shared(&m, black_box(&lhs), &rhs, &mut o).unwrap();
                 });
             },
         );

@@ -1241,22 +1241,38 @@ mod tests {
     #[test]
     fn shared_tensor_sums_match_single_sums() {
         let mut rng = StdRng::seed_from_u64(9);
-        for (bits, n) in [(41u32, 100usize), (29, 64), (50, 40)] {
+        // Lengths: a multiple of the block, a partial last block, not a multiple of 4; terms
+        // enough (at q − 1, the largest residue) for the small kernels to carry.
+        for (bits, n) in [
+            (41u32, 100usize),
+            (42, 36),
+            (29, 64),
+            (30, 36),
+            (30, 34),
+            (50, 40),
+        ] {
             let q = (1u64 << (bits - 1)) + 1 + 2 * rng.random_range(0..(1u64 << (bits - 3)));
             let m = Modulus::new(q).unwrap();
-            let data: Vec<Vec<u64>> = (0..2 * 5 + 2 * 7)
-                .map(|_| residues(q, n, &mut rng))
+            let terms = 40;
+            let data: Vec<Vec<u64>> = (0..2 * terms + 2 * 7)
+                .map(|i| {
+                    if i % 5 == 0 {
+                        vec![q - 1; n]
+                    } else {
+                        residues(q, n, &mut rng)
+                    }
+                })
                 .collect();
-            let lhs: Vec<[&[u64]; 2]> = (0..5)
+            let lhs: Vec<[&[u64]; 2]> = (0..terms)
                 .map(|t| [data[2 * t].as_slice(), &data[2 * t + 1]])
                 .collect();
-            let pool: Vec<[&[u64]; 2]> = (5..12)
+            let pool: Vec<[&[u64]; 2]> = (terms..terms + 7)
                 .map(|t| [data[2 * t].as_slice(), &data[2 * t + 1]])
                 .collect();
             let rhs: Vec<Vec<Option<[&[u64]; 2]>>> = (0..3)
                 .map(|j| {
-                    (0..5)
-                        .map(|t| (t + j) % 3 != 0)
+                    (0..terms)
+                        .map(|t| (t + j) % 3 != 0 || j == 2)
                         .map(|on| on.then(|| pool[rng.random_range(0..7)]))
                         .collect()
                 })
