@@ -944,13 +944,42 @@ mod avx2 {
         static SCRATCH: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
-    /// Gathers the inputs and plaintexts into one contiguous buffer (input `i`'s part `k`
-    /// at row `2i + k`, plaintext `l` at row `2·inputs + l`, rows of `n` coefficients),
-    /// then runs the kernel for the modulus. The callers pass blocks of a few dozen
-    /// coefficients cut from thousands of separate polynomials: read in place, nearly
-    /// every load of the kernel touches another 4 KiB page and misses the TLB; gathered,
-    /// a block's whole working set spans a few hundred pages, and each input is copied
-    /// once however many outputs read it.
+    /// Four coefficients of plaintext `l`, quad `g`.
+    trait Plains {
+        fn quad(&self, l: usize, g: usize) -> [u64; 4];
+    }
+
+    /// Plaintexts copied into one buffer, `quads` quads per plaintext.
+    struct Gathered<'a> {
+        data: &'a [[u64; 4]],
+        quads: usize,
+    }
+
+    impl Plains for Gathered<'_> {
+        #[inline(always)]
+        fn quad(&self, l: usize, g: usize) -> [u64; 4] {
+            self.data[l * self.quads + g]
+        }
+    }
+
+    /// Plaintexts read where they are.
+    struct InPlace<'a, 'b>(&'a [&'b [u64]]);
+
+    impl Plains for InPlace<'_, '_> {
+        #[inline(always)]
+        fn quad(&self, l: usize, g: usize) -> [u64; 4] {
+            pulp::as_arrays::<4, u64>(self.0[l]).0[g]
+        }
+    }
+
+    /// Gathers the inputs into one contiguous buffer (input `i`'s part `k` at row `2i + k`,
+    /// rows of `n` coefficients), and the plaintexts too when each is read by several
+    /// terms, then runs the kernel for the modulus. The callers pass blocks of a few dozen
+    /// coefficients cut from thousands of separate polynomials: read in place, the loads
+    /// of the kernel hop between thousands of 4 KiB pages and miss the TLB and the caches;
+    /// gathered, a block's working set is a few hundred contiguous kilobytes, each copied
+    /// once however many outputs read it. A plaintext read by one term only (a fully
+    /// connected layer's packed weights) is cheaper read in place than copied.
     pub(super) fn plain_dot_products(
         simd: V3,
         m: &Modulus,
@@ -960,29 +989,47 @@ mod avx2 {
         outs: &mut [[&mut [u64]; 2]],
     ) {
         let n = outs.first().map_or(0, |o| o[0].len());
+        let quads = n / 4;
+        let reads: usize = terms.iter().map(|t| t.len()).sum();
+        let gather_plains = reads >= 4 * ps.len();
         SCRATCH.with_borrow_mut(|buf| {
             buf.clear();
             for [x0, x1] in xs {
                 buf.extend_from_slice(x0);
                 buf.extend_from_slice(x1);
             }
-            for p in ps {
-                buf.extend_from_slice(p);
+            if gather_plains {
+                for p in ps {
+                    buf.extend_from_slice(p);
+                }
             }
             let (x, p) = buf.split_at(2 * xs.len() * n);
-            let (x, p) = (
-                pulp::as_arrays::<4, u64>(x).0,
-                pulp::as_arrays::<4, u64>(p).0,
-            );
-            // Two quads (a whole cache line) per pass where the length allows.
-            let quads = n / 4;
-            match (m.bits() <= super::MAX_SMALL_BITS, quads % 2 == 0) {
-                (true, true) => plain_dot_small::<2>(simd, m, x, p, quads, terms, outs),
-                (true, false) => plain_dot_small::<1>(simd, m, x, p, quads, terms, outs),
-                (false, true) => plain_dot_split::<2>(simd, m, x, p, quads, terms, outs),
-                (false, false) => plain_dot_split::<1>(simd, m, x, p, quads, terms, outs),
+            let x = pulp::as_arrays::<4, u64>(x).0;
+            if gather_plains {
+                let data = pulp::as_arrays::<4, u64>(p).0;
+                run(simd, m, x, &Gathered { data, quads }, quads, terms, outs);
+            } else {
+                run(simd, m, x, &InPlace(ps), quads, terms, outs);
             }
         });
+    }
+
+    fn run(
+        simd: V3,
+        m: &Modulus,
+        x: &[[u64; 4]],
+        p: &impl Plains,
+        quads: usize,
+        terms: &[&PlainTerms],
+        outs: &mut [[&mut [u64]; 2]],
+    ) {
+        // Two quads (a whole cache line) per pass where the length allows.
+        match (m.bits() <= super::MAX_SMALL_BITS, quads % 2 == 0) {
+            (true, true) => plain_dot_small::<2>(simd, m, x, p, quads, terms, outs),
+            (true, false) => plain_dot_small::<1>(simd, m, x, p, quads, terms, outs),
+            (false, true) => plain_dot_split::<2>(simd, m, x, p, quads, terms, outs),
+            (false, false) => plain_dot_split::<1>(simd, m, x, p, quads, terms, outs),
+        }
     }
 
     /// [`super::plain_dot_products`] for moduli of at most [`super::MAX_SMALL_BITS`] bits,
@@ -992,7 +1039,7 @@ mod avx2 {
         simd: V3,
         m: &Modulus,
         xs: &[[u64; 4]],
-        ps: &[[u64; 4]],
+        ps: &impl Plains,
         quads: usize,
         terms: &[&PlainTerms],
         outs: &mut [[&mut [u64]; 2]],
@@ -1011,9 +1058,8 @@ mod avx2 {
                         let mut pending = 0;
                         for &(i, l) in t.iter() {
                             let x = 2 * i as usize * quads + g;
-                            let p = l as usize * quads + g;
                             for w in 0..W {
-                                let pv: __m256i = cast(ps[p + w]);
+                                let pv: __m256i = cast(ps.quad(l as usize, g + w));
                                 for (k, lo) in lo.iter_mut().enumerate() {
                                     let xv: __m256i = cast(xs[x + k * quads + w]);
                                     lo[w] =
@@ -1059,7 +1105,7 @@ mod avx2 {
         simd: V3,
         m: &Modulus,
         xs: &[[u64; 4]],
-        ps: &[[u64; 4]],
+        ps: &impl Plains,
         quads: usize,
         terms: &[&PlainTerms],
         outs: &mut [[&mut [u64]; 2]],
@@ -1097,9 +1143,8 @@ mod avx2 {
                         let mut pending = 0;
                         for &(i, l) in t.iter() {
                             let x = 2 * i as usize * quads + g;
-                            let p = l as usize * quads + g;
                             for w in 0..W {
-                                let pv = split(cast(ps[p + w]));
+                                let pv = split(cast(ps.quad(l as usize, g + w)));
                                 for (k, acc) in acc.iter_mut().enumerate() {
                                     let xv = split(cast(xs[x + k * quads + w]));
                                     for s in 0..3 {
@@ -1326,30 +1371,35 @@ mod tests {
                 .map(|i| [&data[2 * i][..], &data[2 * i + 1][..]])
                 .collect();
             let ps: Vec<&[u64]> = (10..14).map(|i| data[i].as_slice()).collect();
-            // Many terms (repeats included) so that the sums carry and flush.
-            let terms: Vec<Vec<(u32, u32)>> = vec![
-                (0..300).map(|k| ((k % 5) as u32, (k % 4) as u32)).collect(),
-                vec![],
-                vec![(4, 0), (0, 3)],
-            ];
-            let refs: Vec<&PlainTerms> = terms.iter().map(Vec::as_slice).collect();
-            let mut got = vec![[vec![9u64; n], vec![9; n]]; 3];
-            {
-                let mut outs: Vec<[&mut [u64]; 2]> = got
-                    .iter_mut()
-                    .map(|[a, b]| [a.as_mut_slice(), b.as_mut_slice()])
-                    .collect();
-                plain_dot_products(&m, &xs, &ps, &refs, &mut outs).unwrap();
-            }
-            for (t, [g0, g1]) in terms.iter().zip(&got) {
-                let (mut w0, mut w1) = (vec![0u64; n], vec![0u64; n]);
-                for &(i, l) in t {
-                    for c in 0..n {
-                        w0[c] = m.add(w0[c], m.mul(xs[i as usize][0][c], ps[l as usize][c]));
-                        w1[c] = m.add(w1[c], m.mul(xs[i as usize][1][c], ps[l as usize][c]));
-                    }
+            // Many terms (repeats included) so that the sums carry and flush; then each
+            // plaintext read once (the vector kernel reads those in place, not gathered).
+            for terms in [
+                vec![
+                    (0..300).map(|k| ((k % 5) as u32, (k % 4) as u32)).collect(),
+                    vec![],
+                    vec![(4, 0), (0, 3)],
+                ],
+                vec![vec![(0, 0)], vec![(1, 1), (4, 2)], vec![(0, 3)]],
+            ] {
+                let refs: Vec<&PlainTerms> = terms.iter().map(Vec::as_slice).collect();
+                let mut got = vec![[vec![9u64; n], vec![9; n]]; 3];
+                {
+                    let mut outs: Vec<[&mut [u64]; 2]> = got
+                        .iter_mut()
+                        .map(|[a, b]| [a.as_mut_slice(), b.as_mut_slice()])
+                        .collect();
+                    plain_dot_products(&m, &xs, &ps, &refs, &mut outs).unwrap();
                 }
-                assert_eq!((g0, g1), (&w0, &w1), "{bits} bits");
+                for (t, [g0, g1]) in terms.iter().zip(&got) {
+                    let (mut w0, mut w1) = (vec![0u64; n], vec![0u64; n]);
+                    for &(i, l) in t {
+                        for c in 0..n {
+                            w0[c] = m.add(w0[c], m.mul(xs[i as usize][0][c], ps[l as usize][c]));
+                            w1[c] = m.add(w1[c], m.mul(xs[i as usize][1][c], ps[l as usize][c]));
+                        }
+                    }
+                    assert_eq!((g0, g1), (&w0, &w1), "{bits} bits");
+                }
             }
             let bad: Vec<(u32, u32)> = vec![(5, 0)];
             let mut o = [vec![0u64; n], vec![0; n]];
