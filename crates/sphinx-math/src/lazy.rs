@@ -434,7 +434,7 @@ pub fn plain_dot_products(
         return Ok(());
     }
     #[cfg(target_arch = "x86_64")]
-    if n % 4 == 0
+    if n.is_multiple_of(4)
         && let Some(simd) = pulp::x86::V3::try_new()
     {
         avx2::plain_dot_products(simd, m, xs, ps, terms, outs);
@@ -1024,7 +1024,7 @@ mod avx2 {
         outs: &mut [[&mut [u64]; 2]],
     ) {
         // Two quads (a whole cache line) per pass where the length allows.
-        match (m.bits() <= super::MAX_SMALL_BITS, quads % 2 == 0) {
+        match (m.bits() <= super::MAX_SMALL_BITS, quads.is_multiple_of(2)) {
             (true, true) => plain_dot_small::<2>(simd, m, x, p, quads, terms, outs),
             (true, false) => plain_dot_small::<1>(simd, m, x, p, quads, terms, outs),
             (false, true) => plain_dot_split::<2>(simd, m, x, p, quads, terms, outs),
