@@ -11,6 +11,7 @@
 //! | `mlp-100-square` | 1×28×28 | FC 100 → Square → FC 10 | 79,510 |
 //! | `pool-mlp-30` | 1×28×28 | avgpool 2 → FC 30 → ReLU → FC 10 | 6,220 |
 //! | `pool-mlp-40` | 1×28×28 | avgpool 2 → FC 40 → ReLU → FC 10 | 8,290 |
+//! | `crop-pool-mlp-40` | 1×28×28 | crop 4 → avgpool 2 → FC 40 → ReLU → FC 10 | 4,450 |
 //! | `lenet5` | 1×28×28 | conv 5×5 6 pad 2 → ReLU → avgpool 2 → conv 5×5 16 → ReLU → avgpool 2 → FC 120 → ReLU → FC 84 → ReLU → FC 10 | 61,706 |
 //! | `scatternet-linear` | 1×28×28 | scattering J = 2, L = 8 (81×7×7) → group norm 27 → FC 10 | 39,700 |
 //!
@@ -83,13 +84,15 @@ pub enum Preset {
     PoolMlp30,
     /// 2×2 average pooling of the 28×28 input, then 196-40-10, ReLU.
     PoolMlp40,
+    /// The central 20×20 pixels, 2×2 average pooling, then 100-40-10, ReLU.
+    CropPoolMlp40,
     /// Scattering features, group norm, linear classifier (Tramèr & Boneh 2021).
     ScatternetLinear,
 }
 
 impl Preset {
     /// Every preset.
-    pub const ALL: [Preset; 11] = [
+    pub const ALL: [Preset; 12] = [
         Self::SphinxMnistCnn,
         Self::SphinxMnistCnnTanh,
         Self::SphinxCifar10Cnn,
@@ -100,11 +103,12 @@ impl Preset {
         Self::Lenet5,
         Self::PoolMlp30,
         Self::PoolMlp40,
+        Self::CropPoolMlp40,
         Self::ScatternetLinear,
     ];
 
     /// Every preset's name, in [`Self::ALL`] order.
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 12] = [
         "sphinx-mnist-cnn",
         "sphinx-mnist-cnn-tanh",
         "sphinx-cifar10-cnn",
@@ -115,6 +119,7 @@ impl Preset {
         "lenet5",
         "pool-mlp-30",
         "pool-mlp-40",
+        "crop-pool-mlp-40",
         "scatternet-linear",
     ];
 
@@ -131,6 +136,7 @@ impl Preset {
             Self::Lenet5 => "lenet5",
             Self::PoolMlp30 => "pool-mlp-30",
             Self::PoolMlp40 => "pool-mlp-40",
+            Self::CropPoolMlp40 => "crop-pool-mlp-40",
             Self::ScatternetLinear => "scatternet-linear",
         }
     }
@@ -202,6 +208,17 @@ impl Preset {
             Self::PoolMlp40 => (
                 mnist,
                 vec![pool.clone(), Flatten, fc(196, 40), Relu, fc(40, 10)],
+            ),
+            Self::CropPoolMlp40 => (
+                mnist,
+                vec![
+                    LayerSpec::Crop { border: 4 },
+                    pool.clone(),
+                    Flatten,
+                    fc(100, 40),
+                    Relu,
+                    fc(40, 10),
+                ],
             ),
             Self::Mlp100 => (mnist, vec![Flatten, fc(784, 100), Relu, fc(100, 10)]),
             Self::Mlp30Square => (mnist, vec![Flatten, fc(784, 30), Square, fc(30, 10)]),

@@ -22,6 +22,7 @@ fn presets_build_with_documented_sizes() {
         ("lenet5", 61_706),
         ("pool-mlp-30", 6_220),
         ("pool-mlp-40", 8_290),
+        ("crop-pool-mlp-40", 4_450),
         ("scatternet-linear", 39_700),
     ];
     for (name, params) in expected {
