@@ -322,3 +322,37 @@ fn avg_pool_forward_and_backward() {
         ]
     );
 }
+
+#[test]
+fn crop_forward_backward_and_limits() {
+    use sphinx_nn::layers::{Crop, Nonlinear};
+    let crop = Crop::new(Shape::image(2, 4, 5), 1).unwrap();
+    assert_eq!(crop.output_shape(), Shape::image(2, 2, 3));
+    let x = Array2::from_shape_fn((1, 40), |(_, j)| j as f32);
+    // Channel 0 rows 1–2, columns 1–3; channel 1 the same, 20 further on.
+    assert_eq!(
+        crop.forward(x.view()).unwrap().row(0).to_vec(),
+        vec![
+            6.0, 7.0, 8.0, 11.0, 12.0, 13.0, 26.0, 27.0, 28.0, 31.0, 32.0, 33.0
+        ]
+    );
+    // The adjoint of a selection: the kept pixels get their gradient, the border zero.
+    let g = Array2::from_shape_fn((1, 12), |(_, j)| (j + 1) as f32);
+    let dx = crop.backward(x.view(), g.view()).unwrap();
+    let y = crop.forward(x.view()).unwrap();
+    let lhs: f32 = (&dx * &x).sum();
+    let rhs: f32 = (&g * &y).sum();
+    assert_eq!(lhs, rhs);
+    assert_eq!(dx.iter().filter(|&&v| v != 0.0).count(), 12);
+    assert_eq!(dx[[0, 6]], 1.0);
+    assert_eq!(dx[[0, 33]], 12.0);
+    // Nothing may remain empty, and a huge border must not overflow.
+    assert!(Crop::new(Shape::image(1, 4, 5), 2).is_err());
+    assert!(Crop::new(Shape::image(1, 4, 5), usize::MAX).is_err());
+    assert_eq!(
+        LayerSpec::Crop { border: 0 }
+            .output_shape(Shape::image(1, 4, 5))
+            .unwrap(),
+        Shape::image(1, 4, 5)
+    );
+}

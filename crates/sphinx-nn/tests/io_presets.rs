@@ -22,6 +22,7 @@ fn presets_build_with_documented_sizes() {
         ("lenet5", 61_706),
         ("pool-mlp-30", 6_220),
         ("pool-mlp-40", 8_290),
+        ("crop-pool-mlp-40", 4_450),
         ("scatternet-linear", 39_700),
     ];
     for (name, params) in expected {
@@ -97,6 +98,7 @@ fn save_load_round_trip() {
         Preset::Mlp30Square,
         Preset::Lenet5,
         Preset::ScatternetLinear,
+        Preset::CropPoolMlp40,
     ] {
         let model = Model::new(preset.spec(), 5).unwrap();
         let sub = dir.path().join(preset.name());
@@ -119,6 +121,10 @@ fn save_load_round_trip() {
     assert!(
         json.contains("\"format\": \"sphinx-nn-model\"") && json.contains("\"type\": \"conv2d\"")
     );
+    let json =
+        std::fs::read_to_string(dir.path().join("crop-pool-mlp-40").join(io::ARCH_FILE)).unwrap();
+    assert!(json.contains("\"type\": \"crop\""), "{json}");
+    assert!(json.contains("\"border\": 4"), "{json}");
 }
 
 fn expect_model_file_error(arch: &[u8], weights: &[u8], needle: &str) {

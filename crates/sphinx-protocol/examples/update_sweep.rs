@@ -7,10 +7,20 @@
 //!     [--validation] [--seeds 11-18] RULE...
 //! ```
 //!
-//! `RULE` is `hidden:epochs:batch:lr:clip:decay` (`decay`: of the exported average of
-//! `W`, 0 for none); hidden units replace the 30 of `pool-mlp-30`. `--validation` trains on the first
+//! `RULE` is `hidden:epochs:batch:lr:clip:decay[:prep[:crop]]` (`decay`: of the exported
+//! average of `W`, 0 for none); hidden units replace the 30 of `pool-mlp-30`. `prep` is the
+//! input map: `g` (default) standardizes every pixel with the training part's mean and
+//! deviation, as `sphinx client train` does; `i` standardizes each pooled image with its
+//! own mean and deviation (a `GroupNorm` of one group after the pooling, no training
+//! statistic); `n` feeds the raw `[0, 1]` pixels. `crop` (default 0) drops that many
+//! border pixels on each side before the pooling. `--validation` trains on the first
 //! 7,000 training digits (batch scaled by 7/8) and scores the last 1,000; otherwise it
 //! trains on all 8,000 and scores the 2,000 held-out digits.
+//!
+//! Each line also gives the encrypted cost of the setting: per-sample gradient
+//! ciphertexts over the run (`Σ ⌈units/R⌉ · patch` per step, `R` replicas of the batch
+//! per ciphertext, as `sphinx_protocol::client` packs them) and the first layer's input
+//! ciphertexts, each relative to the demo default's.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use rayon::prelude::*;
@@ -23,6 +33,42 @@ use sphinx_nn::layers::LayerSpec;
 use sphinx_nn::presets::Preset;
 use sphinx_protocol::reference::ReferenceTrainer;
 use sphinx_protocol::update::WeightAverage;
+
+/// Replicas of a batch of expected size `qn` per ciphertext of 2,048 slots (the client's
+/// block of `⌈qN + 6√(qN) + 8⌉` slots).
+fn replicas(qn: f64) -> usize {
+    let block = (qn + 6.0 * qn.sqrt() + 8.0).ceil() as usize;
+    2048 / block.max(1)
+}
+
+/// Per-sample gradient and input ciphertexts of one step of `FC in→hidden→10` at `R`.
+fn step_cts(inputs: usize, hidden: usize, r: usize) -> [usize; 2] {
+    [
+        hidden.div_ceil(r) * inputs + 10usize.div_ceil(r) * hidden,
+        inputs,
+    ]
+}
+
+/// Drops `crop` pixels on every side of each square one-channel image.
+fn crop(data: &Dataset, crop: usize) -> Dataset {
+    if crop == 0 {
+        return data.clone();
+    }
+    let side = data.shape.height;
+    let inner = side - 2 * crop;
+    let idx: Vec<usize> = (crop..side - crop)
+        .flat_map(|y| (crop..side - crop).map(move |x| y * side + x))
+        .collect();
+    let images = ndarray::Array2::from_shape_fn((data.len(), inner * inner), |(n, j)| {
+        data.images[[n, idx[j]]]
+    });
+    Dataset {
+        images,
+        labels: data.labels.clone(),
+        shape: sphinx_nn::layers::Shape::image(1, inner, inner),
+        num_classes: data.num_classes,
+    }
+}
 
 fn standardize(train: &mut Dataset, test: &mut Dataset) {
     let n = train.images.len() as f64;
@@ -50,7 +96,7 @@ fn main() {
         seeds = (a.parse().unwrap()..=b.parse().unwrap()).collect();
     }
     let split = bundled_mnist_sample().unwrap();
-    let (mut train, mut test) = if validation {
+    let (train, test) = if validation {
         let tr = split.train.head(7000);
         let all = split.train.head(8000);
         let idx: Vec<usize> = (7000..8000).collect();
@@ -65,7 +111,12 @@ fn main() {
     } else {
         (split.train, split.test)
     };
-    standardize(&mut train, &mut test);
+    let (train0, test0) = (train, test);
+    // The demo default's cost per run, the unit of the cost columns.
+    let base = {
+        let [g, i] = step_cts(196, 40, replicas(512.0));
+        [(94 * g) as f64, (94 * i) as f64]
+    };
     for rule in &args {
         let f: Vec<&str> = rule.split(':').collect();
         let hidden: usize = f[0].parse().unwrap();
@@ -76,6 +127,15 @@ fn main() {
         let average = WeightAverage {
             decay: f[5].parse().unwrap(),
         };
+        let prep = f.get(6).copied().unwrap_or("g");
+        let border: usize = f.get(7).map_or(0, |c| c.parse().unwrap());
+        let mut train = crop(&train0, border);
+        let mut test = crop(&test0, border);
+        match prep {
+            "g" => standardize(&mut train, &mut test),
+            "i" | "n" => {}
+            other => panic!("unknown prep {other}"),
+        }
         if validation {
             batch *= 7.0 / 8.0;
         }
@@ -91,6 +151,11 @@ fn main() {
         )
         .unwrap();
         let mut spec = Preset::PoolMlp30.spec();
+        spec.input = train.shape;
+        let side = train.shape.height / 2;
+        if prep == "i" {
+            spec.layers.insert(1, LayerSpec::GroupNorm { groups: 1 });
+        }
         for l in &mut spec.layers {
             if let LayerSpec::Linear {
                 in_features,
@@ -98,13 +163,20 @@ fn main() {
             } = l
             {
                 if *out_features == 30 {
+                    *in_features = side * side;
                     *out_features = hidden;
                 } else if *in_features == 30 {
                     *in_features = hidden;
                 }
             }
         }
-        let dim = 196 * hidden + hidden * 10;
+        let dim = side * side * hidden + hidden * 10;
+        let r = replicas(batch);
+        let [g, i] = step_cts(side * side, hidden, r);
+        let cost = [
+            (steps as usize * g) as f64 / base[0],
+            (steps as usize * i) as f64 / base[1],
+        ];
         let cfg = DpSgdConfig {
             clip_norm: ClipNorm::new(clip).unwrap(),
             noise_multiplier: cal.noise_multiplier,
@@ -137,8 +209,10 @@ fn main() {
                 .sqrt();
             let min = accs.iter().copied().fold(f64::INFINITY, f64::min);
             println!(
-                "{rule}\t{name}\tsteps {steps}\tσ {:.3}\tmean {mean:.2} ± {sd:.2}\tmin {min:.2}\t{}",
+                "{rule}\t{name}\tsteps {steps}\tσ {:.3}\tR {r}\tcost {:.2} (inputs {:.2})\tmean {mean:.2} ± {sd:.2}\tmin {min:.2}\t{}",
                 cal.noise_multiplier.get(),
+                cost[0],
+                cost[1],
                 accs.iter()
                     .map(|a| format!("{a:.2}"))
                     .collect::<Vec<_>>()

@@ -173,7 +173,7 @@ fn init_train_resume_budget_export_and_refusal_over_tls() {
     );
     assert!(o.status.success(), "{}", text(&o));
     let model = sphinx_nn::io::load_dir(&export).unwrap();
-    assert_eq!(model.num_params(), 8290, "the default pool-mlp-40");
+    assert_eq!(model.num_params(), 4450, "the default crop-pool-mlp-40");
     assert!(
         model
             .param_layers()

@@ -1,6 +1,6 @@
 //! Layers: the parameterized linear ones ([`Conv2d`], [`Linear`]) and the parameter-free
-//! ones ([`Relu`], [`Tanh`], [`Square`], [`AvgPool2d`], [`Flatten`], [`GroupNorm`], and
-//! the fixed [`Scattering`] feature extractor).
+//! ones ([`Relu`], [`Tanh`], [`Square`], [`AvgPool2d`], [`Crop`], [`Flatten`],
+//! [`GroupNorm`], and the fixed [`Scattering`] feature extractor).
 //!
 //! # Data layout
 //! Every layer maps a batch `x` of shape `(B, in_dim)` to `(B, out_dim)`: one row per
@@ -16,12 +16,13 @@
 //!   channels, columns = fan-in, for convolutions in the im2col order `(c_in, ky, kx)`) and
 //!   `b`, and computes gradients from `(input, output gradient)` pairs: summed over the
 //!   batch, per sample, or just per-sample squared norms (for clipping).
-//! - [`Nonlinear`] (ReLU, tanh, Square, average pooling, flatten) has no parameters: the part
+//! - [`Nonlinear`] (ReLU, tanh, Square, average pooling, cropping, flatten) has no parameters: the part
 //!   the client evaluates in the clear, forward and backward, separately from the linear
 //!   layers.
 
 mod activation;
 mod conv;
+mod crop;
 mod linear;
 mod norm;
 mod pool;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use activation::{Flatten, Relu, Square, Tanh};
 pub use conv::Conv2d;
+pub use crop::Crop;
 pub use linear::Linear;
 pub use norm::{GROUP_NORM_EPS, GroupNorm};
 pub use pool::AvgPool2d;
@@ -250,6 +252,11 @@ pub enum LayerSpec {
         /// Stride (both axes).
         stride: usize,
     },
+    /// Drops `border` rows and columns on each side of every channel.
+    Crop {
+        /// Pixels dropped on each side.
+        border: usize,
+    },
     /// `C×H×W → (C·H·W)×1×1` (the data layout is unchanged).
     Flatten,
     /// Group normalization without affine part (per sample, spends no privacy).
@@ -320,6 +327,22 @@ impl LayerSpec {
                 let (h, w) = conv_out(input, kernel, stride, 0, "avg_pool2d")?;
                 Ok(Shape::image(input.channels, h, w))
             }
+            Self::Crop { border } => {
+                let keep = |side: usize| {
+                    border
+                        .checked_mul(2)
+                        .and_then(|b| side.checked_sub(b))
+                        .filter(|&k| k > 0)
+                };
+                match (keep(input.height), keep(input.width)) {
+                    (Some(h), Some(w)) if input.channels > 0 => {
+                        Ok(Shape::image(input.channels, h, w))
+                    }
+                    _ => Err(NnError::Architecture(format!(
+                        "crop: a border of {border} leaves nothing of input {input}"
+                    ))),
+                }
+            }
             Self::Flatten => Ok(Shape::flat(input.len())),
             Self::GroupNorm { groups } => {
                 GroupNorm::new(input, groups)?;
@@ -366,6 +389,8 @@ pub enum Layer {
     Tanh(Tanh),
     /// See [`AvgPool2d`].
     AvgPool2d(AvgPool2d),
+    /// See [`Crop`].
+    Crop(Crop),
     /// See [`Flatten`].
     Flatten(Flatten),
     /// See [`GroupNorm`].
@@ -399,6 +424,7 @@ impl Layer {
             LayerSpec::AvgPool2d { kernel, stride } => {
                 Self::AvgPool2d(AvgPool2d::new(input, kernel, stride)?)
             }
+            LayerSpec::Crop { border } => Self::Crop(Crop::new(input, border)?),
             LayerSpec::Flatten => Self::Flatten(Flatten::new(out.len())),
             LayerSpec::GroupNorm { groups } => Self::GroupNorm(GroupNorm::new(input, groups)?),
             LayerSpec::Scattering { scales, angles } => {
@@ -428,6 +454,7 @@ impl Layer {
                 kernel: p.kernel(),
                 stride: p.stride(),
             },
+            Self::Crop(c) => LayerSpec::Crop { border: c.border() },
             Self::Flatten(_) => LayerSpec::Flatten,
             Self::GroupNorm(g) => LayerSpec::GroupNorm { groups: g.groups() },
             Self::Scattering(s) => LayerSpec::Scattering {
@@ -462,6 +489,7 @@ impl Layer {
             Self::Square(l) => Some(l),
             Self::Tanh(l) => Some(l),
             Self::AvgPool2d(l) => Some(l),
+            Self::Crop(l) => Some(l),
             Self::Flatten(l) => Some(l),
             Self::GroupNorm(l) => Some(l),
             Self::Scattering(l) => Some(l),

@@ -45,7 +45,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = Mode::Plaintext)]
     pub mode: Mode,
     /// Model preset: sphinx-mnist-cnn, sphinx-mnist-cnn-tanh, sphinx-cifar10-cnn, mlp-30, mlp-100,
-    /// mlp-30-square, mlp-100-square, lenet5, scatternet-linear.
+    /// mlp-30-square, mlp-100-square, lenet5, pool-mlp-30, pool-mlp-40, crop-pool-mlp-40
+    /// (the demo's), scatternet-linear.
     #[arg(long, default_value = "sphinx-mnist-cnn")]
     pub model: String,
     /// `bundled` (the MNIST sample in the binary), `fashion-mnist` (Debian's

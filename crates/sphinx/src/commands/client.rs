@@ -95,8 +95,9 @@ pub struct TrainArgs {
     /// Local name of the model; an existing one resumes.
     #[arg(long, default_value = "default")]
     pub name: String,
-    /// Model preset (new models): pool-mlp-40, pool-mlp-30, mlp-30, mlp-100, sphinx-mnist-cnn, ...
-    #[arg(long, default_value = "pool-mlp-40")]
+    /// Model preset (new models): crop-pool-mlp-40, pool-mlp-40, pool-mlp-30, mlp-30,
+    /// mlp-100, sphinx-mnist-cnn, ...
+    #[arg(long, default_value = "crop-pool-mlp-40")]
     pub model: String,
     /// `bundled` (real MNIST sample), `fashion-mnist`, or a directory of IDX files.
     #[arg(long, default_value = "bundled")]
@@ -105,13 +106,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub train_subset: Option<usize>,
     /// Epochs: the plan is round(epochs / q) Poisson steps.
-    #[arg(long, default_value_t = 6.0)]
+    #[arg(long, default_value_t = 10.0)]
     pub epochs: f64,
     /// Expected (Poisson) batch size B; q = B / N.
     #[arg(long, default_value_t = 512)]
     pub batch_size: usize,
     /// SGD learning rate.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 6.0)]
     pub lr: f32,
     /// ε budget; σ is calibrated so the planned steps spend exactly this.
     #[arg(long, default_value_t = 8.0)]

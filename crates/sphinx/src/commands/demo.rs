@@ -32,7 +32,7 @@ use super::client::{DirArg, TrainArgs, open_or_create, run_steps, write_export};
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Model preset; `sphinx-mnist-cnn` runs the paper's CNN (much slower).
-    #[arg(long, default_value = "pool-mlp-40")]
+    #[arg(long, default_value = "crop-pool-mlp-40")]
     pub model: String,
     /// Write the headline figures as JSON to this file.
     #[arg(long)]
@@ -41,13 +41,13 @@ pub struct DemoArgs {
     #[arg(long, default_value = "sphinx-demo-report")]
     pub report: PathBuf,
     /// Epochs of private training.
-    #[arg(long, default_value_t = 6.0)]
+    #[arg(long, default_value_t = 10.0)]
     pub epochs: f64,
     /// Expected (Poisson) batch size.
     #[arg(long, default_value_t = 512)]
     pub batch_size: usize,
     /// SGD learning rate.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 6.0)]
     pub lr: f32,
     /// Per-sample clipping norm.
     #[arg(long, default_value_t = 1.5)]
