@@ -259,24 +259,41 @@ impl Modulus {
 
     /// `out[i] =` the centered representative of `src[i] mod p` (in `(-p/2, p/2]`), reduced
     /// modulo this `q`. Lifts a residue modulo one prime to another with rounding semantics.
+    /// `src` holds residues below `p < 2^62`.
+    ///
+    /// Key switching and rescaling call this for every pair of primes, so it is a vector
+    /// loop (AVX2 where the CPU has it): the reduction of a wider residue uses only 32×32→64
+    /// multiplies, which x86 vector units have (a 64×64→128 product they do not).
     #[inline]
     pub fn lift_centered(&self, out: &mut [u64], src: &[u64], p: u64) {
-        let half = p >> 1;
+        let len = out.len().min(src.len());
+        let (out, src) = (&mut out[..len], &src[..len]);
         let q = self.value;
-        // Branch-free selects: the comparison is data-dependent and unpredictable.
         if p <= q {
-            // No reduction needed: v or v - p + q, both in [0, q).
-            let shift = q - p;
-            for (o, &v) in out.iter_mut().zip(src) {
-                *o = v + (shift & above(v, half));
-            }
-        } else {
-            let p_mod = self.reduce(p);
-            for (o, &v) in out.iter_mut().zip(src) {
-                let r = self.reduce(v);
-                let t = self.sub(r, p_mod);
-                let mask = above(v, half);
-                *o = (t & mask) | (r & !mask);
+            pulp::Arch::new().dispatch(LiftNarrow {
+                out,
+                src,
+                half: p >> 1,
+                shift: q - p,
+            });
+            return;
+        }
+        match ShiftedBarrett::new(q, p) {
+            Some(barrett) => pulp::Arch::new().dispatch(LiftWide {
+                out,
+                src,
+                half: p >> 1,
+                p_mod: self.reduce(p),
+                barrett,
+            }),
+            None => {
+                let p_mod = self.reduce(p);
+                for (o, &v) in out.iter_mut().zip(src) {
+                    let r = self.reduce(v);
+                    let t = self.sub(r, p_mod);
+                    let mask = above(v, p >> 1);
+                    *o = (t & mask) | (r & !mask);
+                }
             }
         }
     }
@@ -286,6 +303,99 @@ impl Modulus {
     pub fn reduce_slice(&self, out: &mut [u64], a: &[u64]) {
         for (o, &x) in out.iter_mut().zip(a) {
             *o = self.reduce(x);
+        }
+    }
+}
+
+/// [`Modulus::lift_centered`] from a smaller modulus: no reduction, `v` or `v − p + q`.
+struct LiftNarrow<'a> {
+    out: &'a mut [u64],
+    src: &'a [u64],
+    half: u64,
+    shift: u64,
+}
+
+impl pulp::WithSimd for LiftNarrow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self {
+            out,
+            src,
+            half,
+            shift,
+        } = self;
+        for (o, &v) in out.iter_mut().zip(src) {
+            *o = v + (shift & above(v, half));
+        }
+    }
+}
+
+/// `x mod q` for `x < 2^bits(p)` with 32-bit multiplies only: `x̂ = floor(floor(x / 2^s) ·
+/// mu / 2^t)` with `s = bits(q) − 1`, `t = bits(p) − bits(q) + 2`, `mu = floor(2^(s+t) / q)`
+/// is at most 2 below `floor(x / q)` and never above it (HAC 14.42 with the shifts fitted
+/// to the input width), so `x − x̂·q < 3q`. Both factors of `x̂` are below `2^32` when
+/// `bits(p) − bits(q) ≤ 30`, and `x̂ < 2^31` makes `x̂·q` two 32×32 products.
+#[derive(Clone, Copy)]
+struct ShiftedBarrett {
+    q: u64,
+    s: u32,
+    t: u32,
+    mu: u64,
+}
+
+impl ShiftedBarrett {
+    /// `None` when the widths are too far apart for 32-bit factors.
+    fn new(q: u64, p: u64) -> Option<Self> {
+        let (bq, bp) = (64 - q.leading_zeros(), 64 - p.leading_zeros());
+        if bp < bq || bp - bq > 30 {
+            return None;
+        }
+        let (s, t) = (bq - 1, bp - bq + 2);
+        let mu = ((1u128 << (s + t)) / u128::from(q)) as u64;
+        Some(Self { q, s, t, mu })
+    }
+
+    #[inline(always)]
+    fn reduce(self, x: u64) -> u64 {
+        let x1 = u64::from((x >> self.s) as u32);
+        let q_hat = u64::from(((x1 * u64::from(self.mu as u32)) >> self.t) as u32);
+        let prod =
+            q_hat * u64::from(self.q as u32) + ((q_hat * u64::from((self.q >> 32) as u32)) << 32);
+        let r = x.wrapping_sub(prod);
+        let r = r.min(r.wrapping_sub(self.q));
+        r.min(r.wrapping_sub(self.q))
+    }
+}
+
+/// [`Modulus::lift_centered`] from a larger modulus, reduced with [`ShiftedBarrett`].
+struct LiftWide<'a> {
+    out: &'a mut [u64],
+    src: &'a [u64],
+    half: u64,
+    p_mod: u64,
+    barrett: ShiftedBarrett,
+}
+
+impl pulp::WithSimd for LiftWide<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self {
+            out,
+            src,
+            half,
+            p_mod,
+            barrett,
+        } = self;
+        let q = barrett.q;
+        for (o, &v) in out.iter_mut().zip(src) {
+            let r = barrett.reduce(v);
+            // r − p_mod mod q for the upper half of the source range.
+            let d = r.wrapping_sub(p_mod & above(v, half));
+            *o = d.min(d.wrapping_add(q));
         }
     }
 }
@@ -350,7 +460,12 @@ mod tests {
 
     #[test]
     fn centered_lift_matches_signed_reduction() {
-        for (p, q) in [(97u64, 1_000_003u64), (1_000_003, 97), (101, 101)] {
+        for (p, q) in [
+            (97u64, 1_000_003u64),
+            (1_000_003, 97),
+            (101, 101),
+            (103, 101),
+        ] {
             let m = Modulus::new(q).unwrap();
             let src: Vec<u64> = (0..p).collect();
             let mut out = vec![0; src.len()];
@@ -362,6 +477,38 @@ mod tests {
                     v as i64
                 };
                 assert_eq!(o, m.reduce_i64(c));
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn centered_lift_between_word_sized_moduli(
+            bp in 2u32..63,
+            bq in 2u32..63,
+            p_off in any::<u64>(),
+            q_off in any::<u64>(),
+            seed in any::<u64>(),
+        ) {
+            let p = (1u64 << (bp - 1)) | (p_off & ((1u64 << (bp - 1)) - 1));
+            let q = (1u64 << (bq - 1)) | (q_off & ((1u64 << (bq - 1)) - 1));
+            prop_assume!(p >= 2 && q >= 2);
+            let m = Modulus::new(q).unwrap();
+            // The extremes of the range and of each half, then pseudo-random residues.
+            let mut src: Vec<u64> = [0, 1, p / 2, p / 2 + 1, p - 1]
+                .into_iter()
+                .filter(|&v| v < p)
+                .collect();
+            let mut x = seed;
+            src.extend((0..300).map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (x >> 1) % p
+            }));
+            let mut out = vec![0; src.len()];
+            m.lift_centered(&mut out, &src, p);
+            for (&v, &o) in src.iter().zip(&out) {
+                let c = if v > p / 2 { v as i128 - p as i128 } else { v as i128 };
+                prop_assert_eq!(o as i128, c.rem_euclid(q as i128), "v = {}", v);
             }
         }
     }

@@ -484,9 +484,25 @@ impl Poly<Ntt> {
     /// # Errors
     /// [`MathError::ShapeMismatch`] if `perm.len() != n`.
     pub fn permute(&self, perm: &[u32]) -> Result<Self> {
-        let mut out = Self::zero_with(self.n, self.limbs);
-        self.permute_into(perm, &mut out)?;
-        Ok(out)
+        if perm.len() != self.n {
+            return Err(MathError::ShapeMismatch {
+                expected_limbs: self.limbs,
+                expected_n: self.n,
+                got_limbs: self.limbs,
+                got_n: perm.len(),
+            });
+        }
+        // Gathered straight into fresh memory: no zeroing pass before the writes.
+        let mut data = Vec::with_capacity(self.data.len());
+        for src in self.data.chunks_exact(self.n) {
+            data.extend(perm.iter().map(|&p| src[p as usize]));
+        }
+        Ok(Self {
+            n: self.n,
+            limbs: self.limbs,
+            data,
+            _repr: PhantomData,
+        })
     }
 
     /// Writes the permuted polynomial into `out` (same shape as `self`).

@@ -87,13 +87,21 @@ pub(crate) fn key_switch_add_permuted(
             conv,
             conv_tmp,
         } = &mut *guard;
-        // Without a permutation `d` is read in place; only a permuted `d` is materialized.
+        // Without a permutation `d` is read in place; only a permuted `d` is materialized, and
+        // its gather writes the copy that the inverse transforms take as well.
+        coeff.resize(nl * n, 0);
         let d_ntt: &[u64] = match perm {
             Some(perm) if perm.len() == n => {
                 d_perm.resize(nl * n, 0);
-                for (dst, src) in d_perm.chunks_exact_mut(n).zip(d.limbs()) {
-                    for (o, &p) in dst.iter_mut().zip(perm) {
-                        *o = src[p as usize];
+                for ((dst, copy), src) in d_perm
+                    .chunks_exact_mut(n)
+                    .zip(coeff.chunks_exact_mut(n))
+                    .zip(d.limbs())
+                {
+                    for ((o, c), &p) in dst.iter_mut().zip(copy.iter_mut()).zip(perm) {
+                        let v = src[p as usize];
+                        *o = v;
+                        *c = v;
                     }
                 }
                 d_perm
@@ -106,10 +114,11 @@ pub(crate) fn key_switch_add_permuted(
                     got_n: perm.len(),
                 }));
             }
-            None => d.data(),
+            None => {
+                coeff.copy_from_slice(d.data());
+                d.data()
+            }
         };
-        coeff.resize(nl * n, 0);
-        coeff.copy_from_slice(d_ntt);
         for (limb, plan) in coeff.chunks_exact_mut(n).zip(q_basis.plans()) {
             plan.inverse(limb);
         }
