@@ -242,10 +242,14 @@ impl Connection {
         let mut prefix = [0u8; LENGTH_PREFIX_LEN];
         self.stream.read_exact(&mut prefix).map_err(net_err)?;
         let len = wire::body_len(prefix, self.max_frame)?;
-        let mut body = vec![0u8; len];
-        self.stream.read_exact(&mut body).map_err(net_err)?;
+        // Header and model id apart: a training reply is decoded from the buffer it was
+        // read into, not from a copy (`Response::from_split_body`).
+        let mut head = vec![0u8; len.min(wire::PAYLOAD_OFFSET)];
+        self.stream.read_exact(&mut head).map_err(net_err)?;
+        let mut tail = vec![0u8; len - head.len()];
+        self.stream.read_exact(&mut tail).map_err(net_err)?;
         self.bytes_down += (LENGTH_PREFIX_LEN + len) as u64;
-        let (got, resp) = Response::from_body(&body)?;
+        let (got, resp) = Response::from_split_body(&head, tail)?;
         if got != seq {
             return Err(ClientError::UnexpectedResponse(format!(
                 "answer to request {got} while waiting for {seq}"

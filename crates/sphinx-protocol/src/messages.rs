@@ -421,23 +421,27 @@ fn put_literal(out: &mut Vec<u8>, l: &ParametersLiteral) {
 
 const TRAINING_CONFIG_LEN: usize = 4 + 8 + 8 + 4 + 4 + 4 + 4;
 
-fn envelope(kind: MessageKind, body: Vec<u8>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(ENVELOPE_LEN + body.len());
+/// Appends an envelope head for `kind` whose body length is patched in by [`end_envelope`]
+/// once the body has been appended; returns where the head starts.
+fn begin_envelope(out: &mut Vec<u8>, kind: MessageKind) -> usize {
+    let start = out.len();
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
     out.push(kind as u8);
     out.push(0);
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body);
-    out
+    out.extend_from_slice(&0u64.to_le_bytes());
+    start
 }
 
-fn batch_body(b: &CtBatch, params: &Parameters, kind: MessageKind) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
+fn end_envelope(out: &mut [u8], start: usize) {
+    let body = (out.len() - start - ENVELOPE_LEN) as u64;
+    out[start + ENVELOPE_LEN - 8..start + ENVELOPE_LEN].copy_from_slice(&body.to_le_bytes());
+}
+
+fn put_batch(out: &mut Vec<u8>, b: &CtBatch, params: &Parameters, kind: MessageKind) -> Result<()> {
     out.extend_from_slice(&b.step.to_le_bytes());
     out.extend_from_slice(&b.layer.to_le_bytes());
-    put_cts(&mut out, &b.cts, params, kind)?;
-    Ok(out)
+    put_cts(out, &b.cts, params, kind)
 }
 
 fn model_json(spec: &ModelSpec, kind: MessageKind) -> Result<Vec<u8>> {
@@ -492,15 +496,26 @@ impl ClientMessage {
     /// As [`wire_len`](Self::wire_len); [`ProtocolError::InvalidMessage`] if a count does
     /// not fit its field.
     pub fn encode(&self, params: &Parameters) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.wire_len(params)?);
+        self.encode_into(params, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the message's bytes ([`encode`](Self::encode)) to `out`: a frame writer
+    /// builds the message in place instead of copying an encoded buffer.
+    ///
+    /// # Errors
+    /// As [`encode`](Self::encode); `out` may then hold part of the message.
+    pub fn encode_into(&self, params: &Parameters, out: &mut Vec<u8>) -> Result<()> {
         let kind = self.kind();
-        let body = match self {
+        let start = begin_envelope(out, kind);
+        match self {
             Self::Setup(s) => {
-                let mut out = Vec::new();
-                put_literal(&mut out, &s.params);
-                put_object(&mut out, &s.public_key.to_bytes(params)?, kind)?;
-                put_object(&mut out, &s.galois_keys.to_bytes(params)?, kind)?;
-                put_object(&mut out, &s.relinearization_key.to_bytes(params)?, kind)?;
-                put_object(&mut out, &model_json(&s.model, kind)?, kind)?;
+                put_literal(out, &s.params);
+                put_object(out, &s.public_key.to_bytes(params)?, kind)?;
+                put_object(out, &s.galois_keys.to_bytes(params)?, kind)?;
+                put_object(out, &s.relinearization_key.to_bytes(params)?, kind)?;
+                put_object(out, &model_json(&s.model, kind)?, kind)?;
                 out.extend_from_slice(&s.training.learning_rate.to_le_bytes());
                 out.extend_from_slice(&s.training.expected_batch_size.to_le_bytes());
                 out.extend_from_slice(&s.training.init_seed.to_le_bytes());
@@ -508,17 +523,16 @@ impl ClientMessage {
                 out.extend_from_slice(&s.training.replicas.to_le_bytes());
                 out.extend_from_slice(&s.training.block.to_le_bytes());
                 out.extend_from_slice(&s.training.weight_average.to_le_bytes());
-                out
             }
-            Self::ForwardInput(b) | Self::BackwardDelta(b) => batch_body(b, params, kind)?,
+            Self::ForwardInput(b) | Self::BackwardDelta(b) => put_batch(out, b, params, kind)?,
             Self::NoisyGradient(g) => {
-                let mut out = g.step.to_le_bytes().to_vec();
-                put_f32s(&mut out, &g.gradient, kind)?;
-                out
+                out.extend_from_slice(&g.step.to_le_bytes());
+                put_f32s(out, &g.gradient, kind)?;
             }
-            Self::ModelRequest => Vec::new(),
-        };
-        Ok(envelope(kind, body))
+            Self::ModelRequest => {}
+        }
+        end_envelope(out, start);
+        Ok(())
     }
 }
 
@@ -561,34 +575,41 @@ impl ServerMessage {
     /// As [`wire_len`](Self::wire_len); [`ProtocolError::InvalidMessage`] if a count does
     /// not fit its field.
     pub fn encode(&self, params: &Parameters) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.wire_len(params)?);
+        self.encode_into(params, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the message's bytes ([`encode`](Self::encode)) to `out`: a frame writer
+    /// builds the message in place instead of copying an encoded buffer.
+    ///
+    /// # Errors
+    /// As [`encode`](Self::encode); `out` may then hold part of the message.
+    pub fn encode_into(&self, params: &Parameters, out: &mut Vec<u8>) -> Result<()> {
         let kind = self.kind();
-        let body = match self {
+        let start = begin_envelope(out, kind);
+        match self {
             Self::ForwardOutput(b) | Self::BackwardOutput(b) => {
-                let mut out = Vec::with_capacity(8 + 2 + results_len(&b.cts, params, kind)?);
                 out.extend_from_slice(&b.step.to_le_bytes());
                 out.extend_from_slice(&b.layer.to_le_bytes());
-                put_results(&mut out, &b.cts, params, kind)?;
-                out
+                put_results(out, &b.cts, params, kind)?;
             }
             Self::WeightGradients(g) => {
-                let mut out = Vec::with_capacity(8 + 2 + 4 + results_len(&g.cts, params, kind)?);
                 out.extend_from_slice(&g.step.to_le_bytes());
                 out.extend_from_slice(&g.layer.to_le_bytes());
                 out.extend_from_slice(&g.first.to_le_bytes());
-                put_results(&mut out, &g.cts, params, kind)?;
-                out
+                put_results(out, &g.cts, params, kind)?;
             }
             Self::ModelExport(m) => {
-                let mut out = Vec::new();
-                put_u32(&mut out, m.weights.len(), kind)?;
+                put_u32(out, m.weights.len(), kind)?;
                 for (w, b) in m.weights.iter().zip(&m.biases) {
-                    put_f32s(&mut out, w, kind)?;
-                    put_cts(&mut out, b, params, kind)?;
+                    put_f32s(out, w, kind)?;
+                    put_cts(out, b, params, kind)?;
                 }
-                out
             }
-        };
-        Ok(envelope(kind, body))
+        }
+        end_envelope(out, start);
+        Ok(())
     }
 }
 

@@ -82,8 +82,11 @@
 use rand::{CryptoRng, RngCore};
 use zeroize::Zeroize;
 
+use sphinx_he::Parameters;
+
 use crate::codec::{Cursor, malformed};
 use crate::error::{ProtocolError, Result};
+use crate::messages::{ClientMessage, ServerMessage};
 
 /// Frame magic.
 pub const WIRE_MAGIC: [u8; 4] = *b"SPXW";
@@ -96,6 +99,12 @@ pub const LENGTH_PREFIX_LEN: usize = 4;
 
 /// Bytes of the frame header (magic, version, kind, flags, seq).
 pub const HEADER_LEN: usize = 4 + 2 + 1 + 1 + 8;
+
+/// Bytes of a frame body before the raw payload of a `Train`, `Inference`, `Training`,
+/// `Exported` or `Inference` reply frame (the header and the model id). A reader may read
+/// these apart from the rest so that the payload lands in a buffer of its own and is never
+/// copied ([`Request::from_split_body`], [`Response::from_split_body`]).
+pub const PAYLOAD_OFFSET: usize = HEADER_LEN + 8;
 
 /// Default limit on a frame body (header and payload): the largest training message of the
 /// paper's MNIST CNN, the second convolution's backward delta (1024 replicated and 384 packed
@@ -691,6 +700,14 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// A body read in two parts, whole again (for frames whose payload is small).
+fn joined(head: &[u8], tail: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(head.len() + tail.len());
+    body.extend_from_slice(head);
+    body.extend_from_slice(tail);
+    body
+}
+
 impl Request {
     /// The whole frame (length prefix included) with sequence number `seq`.
     ///
@@ -776,6 +793,53 @@ impl Request {
         };
         r.finish()?;
         Ok((seq, req))
+    }
+
+    /// The frame of `Request::Train { model, message: message.encode(params)? }` with
+    /// sequence number `seq`, the message encoded in place (no intermediate buffer).
+    ///
+    /// # Errors
+    /// As [`ClientMessage::encode`] and [`to_frame`](Self::to_frame).
+    pub fn train_frame(
+        seq: u64,
+        model: ModelId,
+        message: &ClientMessage,
+        params: &Parameters,
+    ) -> Result<Vec<u8>> {
+        let mut w = FrameWriter::new(kind::TRAIN, seq, 8 + message.wire_len(params)?);
+        w.u64(model.0);
+        message.encode_into(params, &mut w.out)?;
+        w.finish()
+    }
+
+    /// [`from_body`](Self::from_body) of a body read in two parts: `head`, its first
+    /// [`PAYLOAD_OFFSET`] bytes (or all of a shorter body), and `tail`, the rest. The same
+    /// result as decoding `head` followed by `tail`, but the payload of a `Train` or
+    /// `Inference` request is `tail` itself, not a copy.
+    ///
+    /// # Errors
+    /// As [`from_body`](Self::from_body).
+    pub fn from_split_body(head: &[u8], tail: Vec<u8>) -> Result<(u64, Self)> {
+        if head.len() == PAYLOAD_OFFSET {
+            let (k, seq, mut r) = open(head)?;
+            if matches!(k, kind::TRAIN | kind::INFERENCE) {
+                let model = r.model()?;
+                r.finish()?;
+                let req = if k == kind::TRAIN {
+                    Self::Train {
+                        model,
+                        message: tail,
+                    }
+                } else {
+                    Self::Inference {
+                        model,
+                        payload: tail,
+                    }
+                };
+                return Ok((seq, req));
+            }
+        }
+        Self::from_body(&joined(head, &tail))
     }
 
     /// A short name for logs (never the payload).
@@ -920,6 +984,55 @@ impl Response {
             }
         };
         w.finish()
+    }
+
+    /// The frame of `Response::Training { model, message: message.encode(params)? }` with
+    /// sequence number `seq`, the message encoded in place (no intermediate buffer).
+    ///
+    /// # Errors
+    /// As [`ServerMessage::encode`] and [`to_frame`](Self::to_frame).
+    pub fn training_frame(
+        seq: u64,
+        model: ModelId,
+        message: &ServerMessage,
+        params: &Parameters,
+    ) -> Result<Vec<u8>> {
+        let mut w = FrameWriter::new(kind::TRAINING, seq, 8 + message.wire_len(params)?);
+        w.u64(model.0);
+        message.encode_into(params, &mut w.out)?;
+        w.finish()
+    }
+
+    /// [`from_body`](Self::from_body) of a body read in two parts, as
+    /// [`Request::from_split_body`]: the payload of a `Training`, `Exported` or `Inference`
+    /// response is `tail` itself, not a copy.
+    ///
+    /// # Errors
+    /// As [`from_body`](Self::from_body).
+    pub fn from_split_body(head: &[u8], tail: Vec<u8>) -> Result<(u64, Self)> {
+        if head.len() == PAYLOAD_OFFSET {
+            let (k, seq, mut r) = open(head)?;
+            if matches!(k, kind::TRAINING | kind::EXPORTED | kind::INFERENCE_REPLY) {
+                let model = r.model()?;
+                r.finish()?;
+                let resp = match k {
+                    kind::TRAINING => Self::Training {
+                        model,
+                        message: tail,
+                    },
+                    kind::EXPORTED => Self::Exported {
+                        model,
+                        message: tail,
+                    },
+                    _ => Self::Inference {
+                        model,
+                        payload: tail,
+                    },
+                };
+                return Ok((seq, resp));
+            }
+        }
+        Self::from_body(&joined(head, &tail))
     }
 
     /// Decodes a frame body: the sequence number and the response.
@@ -1120,6 +1233,30 @@ mod tests {
                 resp.is_final(),
                 !matches!(resp, Response::Training { .. } | Response::Inference { .. })
             );
+        }
+    }
+
+    #[test]
+    fn split_bodies_decode_as_whole_ones() {
+        // Every split of every frame body, whole or truncated, decodes as the body does.
+        let requests = requests().into_iter().map(|r| r.to_frame(3).unwrap());
+        let responses = responses().into_iter().map(|r| r.to_frame(4).unwrap());
+        for frame in requests.chain(responses) {
+            let whole = body(&frame);
+            for end in [whole.len(), PAYLOAD_OFFSET, PAYLOAD_OFFSET - 1] {
+                let b = &whole[..end.min(whole.len())];
+                for cut in 0..=b.len() {
+                    let (head, tail) = (&b[..cut], b[cut..].to_vec());
+                    assert_eq!(
+                        Request::from_split_body(head, tail.clone()).ok(),
+                        Request::from_body(b).ok()
+                    );
+                    assert_eq!(
+                        Response::from_split_body(head, tail).ok(),
+                        Response::from_body(b).ok()
+                    );
+                }
+            }
         }
     }
 

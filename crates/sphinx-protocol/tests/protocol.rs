@@ -13,6 +13,7 @@ use sphinx_protocol::messages::{
     ClientMessage, Direction, ENVELOPE_LEN, MAGIC, MessageKind, OLDEST_SETUP_VERSION,
     PROTOCOL_VERSION, ServerMessage, decode_setup,
 };
+use sphinx_protocol::wire::{Request, Response};
 
 /// Every truncation, a flipped magic, version or reserved byte, a trailing byte and a
 /// limit below the body size are refused.
@@ -162,6 +163,14 @@ fn every_message_is_versioned_and_its_size_exact() {
         check_envelope(&bytes, m.kind());
         let back = ServerMessage::decode(&params, &bytes, bytes.len()).unwrap();
         assert_eq!(back.encode(&params).unwrap(), bytes, "round trip");
+        // The frame built in place is the frame of the encoded message.
+        let model = sphinx_protocol::wire::ModelId(9);
+        let in_place = Response::training_frame(5, model, m, &params).unwrap();
+        let message = bytes.clone();
+        assert_eq!(
+            in_place,
+            Response::Training { model, message }.to_frame(5).unwrap()
+        );
         // Step messages changed meaning in version 2 (packing, compact results): a peer of
         // any other version is refused, not misread.
         for v in [PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1] {
@@ -220,6 +229,13 @@ fn every_message_is_versioned_and_its_size_exact() {
         check_envelope(&bytes, m.kind());
         let back = ClientMessage::decode(&params, &bytes, bytes.len()).unwrap();
         assert_eq!(back.encode(&params).unwrap(), bytes, "round trip");
+        let model = sphinx_protocol::wire::ModelId(9);
+        let in_place = Request::train_frame(5, model, &m, &params).unwrap();
+        let message = bytes.clone();
+        assert_eq!(
+            in_place,
+            Request::Train { model, message }.to_frame(5).unwrap()
+        );
         if matches!(m, ClientMessage::NoisyGradient(_)) {
             let p = params.clone();
             check_rejections(&bytes, move |b, limit| {

@@ -8,11 +8,18 @@
 //! the extra work of the network path (serialization, TLS, storage).
 //!
 //! `cargo bench -p sphinx-server --bench network_step`
+//!
+//! With `NETWORK_STEP_PAIRS=n` in the environment it runs instead `n` pairs of steps, one
+//! in process and one over TLS, alternating which goes first, and prints each step's CPU
+//! time and the medians: both paths then see the same load on a shared machine, which the
+//! two criterion groups (run minutes apart) do not.
+//!
+//! `NETWORK_STEP_PAIRS=8 cargo bench -p sphinx-server --bench network_step`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use sphinx_dp::{
@@ -134,5 +141,89 @@ fn bench(c: &mut Criterion) {
     server.shutdown().unwrap();
 }
 
+/// The step's CPU time of each run, in seconds.
+fn cpu_of(f: impl FnOnce()) -> f64 {
+    let t0 = process_cpu();
+    f();
+    (process_cpu() - t0).as_secs_f64()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+fn paired(pairs: usize) {
+    let (cl, setup) = client(1);
+    let mut session = Session::new(cl, setup, &mut ChaCha20Rng::seed_from_u64(2)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let name = AccountName::new("bench").unwrap();
+    let token = sphinx_server::add_account(dir.path(), &name).unwrap();
+    let server = ServerHandle::spawn(ServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().to_path_buf(),
+    ))
+    .unwrap();
+    let params = sphinx_protocol::params::build_training_parameters().unwrap();
+    let (mut cl, setup) = client(1);
+    let mut conn = Connection::connect(server.addr(), server.fingerprint()).unwrap();
+    conn.auth(&name, &token).unwrap();
+    let model = conn.create_model(&setup, &params).unwrap();
+    let mut local = || {
+        cpu_of(|| {
+            session.run_step().unwrap();
+        })
+    };
+    let mut remote = || {
+        cpu_of(|| {
+            conn.train_step(model, &mut cl, &params).unwrap();
+        })
+    };
+    // Warm-up: first allocations, page faults, lazily built tables.
+    local();
+    remote();
+    let (mut l, mut r, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..pairs {
+        let (a, b) = if i % 2 == 0 {
+            let a = local();
+            (a, remote())
+        } else {
+            let b = remote();
+            (local(), b)
+        };
+        println!("pair {i}: in process {a:.3} s, loopback TLS {b:.3} s CPU");
+        l.push(a);
+        r.push(b);
+        ratio.push(b / a - 1.0);
+    }
+    let (ml, mr) = (median(&l), median(&r));
+    println!(
+        "median of {pairs} pairs: in process {ml:.3} s, loopback TLS {mr:.3} s CPU, \
+         overhead {:+.3} s ({:+.1} %; median of the pairs' ratios {:+.1} %)",
+        mr - ml,
+        100.0 * (mr / ml - 1.0),
+        100.0 * median(&ratio)
+    );
+    drop(conn);
+    server.shutdown().unwrap();
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(pairs) = std::env::var("NETWORK_STEP_PAIRS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        paired(pairs);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -342,8 +342,14 @@ impl BoundServer {
 }
 
 /// Reads one frame body, refusing an oversized length before allocating and growing the
-/// buffer only as bytes arrive. `Ok(None)`: clean end of stream before a frame.
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Option<Vec<u8>>> {
+/// buffer only as bytes arrive. The body comes in two parts: its first
+/// [`wire::PAYLOAD_OFFSET`] bytes (header and model id) and the rest, so that a large payload
+/// is read into a buffer of its own and passed on without a copy
+/// ([`Request::from_split_body`]). `Ok(None)`: clean end of stream before a frame.
+async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
     let mut prefix = [0u8; wire::LENGTH_PREFIX_LEN];
     let mut got = 0;
     while got < prefix.len() {
@@ -358,16 +364,24 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Optio
         got += n;
     }
     let len = wire::body_len(prefix, max)?;
-    let mut body = Vec::with_capacity(len.min(1 << 20));
-    r.take(len as u64).read_to_end(&mut body).await?;
-    if body.len() != len {
-        return Err(ProtocolError::Malformed(format!(
-            "stream ended after {} of {len} frame bytes",
-            body.len()
-        ))
-        .into());
+    let truncated = |got: usize| -> ServerError {
+        ProtocolError::Malformed(format!("stream ended after {got} of {len} frame bytes")).into()
+    };
+    let mut head = vec![0u8; len.min(wire::PAYLOAD_OFFSET)];
+    let mut got = 0;
+    while got < head.len() {
+        match r.read(&mut head[got..]).await? {
+            0 => return Err(truncated(got)),
+            n => got += n,
+        }
     }
-    Ok(Some(body))
+    let rest = len - head.len();
+    let mut tail = Vec::with_capacity(rest.min(1 << 20));
+    r.take(rest as u64).read_to_end(&mut tail).await?;
+    if tail.len() != rest {
+        return Err(truncated(head.len() + tail.len()));
+    }
+    Ok(Some((head, tail)))
 }
 
 /// The sequence number of a frame body whose payload did not decode, if its header is
@@ -462,7 +476,7 @@ impl Conn {
                     continue;
                 }
             };
-            let body = match read {
+            let (head, tail) = match read {
                 Err(_idle) => return,
                 Ok(Ok(Some(body))) => body,
                 Ok(Ok(None)) => return,
@@ -477,7 +491,7 @@ impl Conn {
                     return;
                 }
             };
-            match self.request(&body).await {
+            match self.request(&head, tail).await {
                 Ok(Next::Continue) => {}
                 Ok(Next::Close) | Err(_) => return,
             }
@@ -485,12 +499,12 @@ impl Conn {
     }
 
     /// Handles one frame; `Err` only when the connection is broken.
-    async fn request(&mut self, body: &[u8]) -> Result<Next> {
-        let (seq, req) = match Request::from_body(body) {
+    async fn request(&mut self, head: &[u8], tail: Vec<u8>) -> Result<Next> {
+        let (seq, req) = match Request::from_split_body(head, tail) {
             Ok(r) => r,
             Err(e) => {
                 let e = ServerError::from(e);
-                self.send(seq_of(body), &Response::error(e.code(), e.client_message()))
+                self.send(seq_of(head), &Response::error(e.code(), e.client_message()))
                     .await?;
                 return Ok(Next::Continue);
             }
@@ -976,11 +990,7 @@ fn step(
         let params = &params;
         let encoder = scope.spawn(move || -> Result<()> {
             for reply in enc_rx {
-                let frame = Response::Training {
-                    model,
-                    message: reply.encode(params)?,
-                }
-                .to_frame(seq)?;
+                let frame = Response::training_frame(seq, model, &reply, params)?;
                 tx.blocking_send(frame).map_err(|_| broken())?;
             }
             Ok(())

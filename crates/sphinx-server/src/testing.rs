@@ -132,12 +132,22 @@ fn read_response(stream: &mut TlsStream, max_frame: usize) -> Result<Option<(u64
         Err(e) => return Err(e.into()),
     }
     let len = wire::body_len(prefix, max_frame)?;
-    let mut body = Vec::with_capacity(len.min(1 << 20));
-    stream.take(len as u64).read_to_end(&mut body)?;
-    if body.len() != len {
+    // Header and model id apart, so a large payload is decoded from the buffer it was
+    // read into (`Response::from_split_body`).
+    let mut head = vec![0u8; len.min(wire::PAYLOAD_OFFSET)];
+    stream.read_exact(&mut head).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            ServerError::from(ProtocolError::Malformed("truncated response".into()))
+        }
+        _ => e.into(),
+    })?;
+    let rest = len - head.len();
+    let mut tail = Vec::with_capacity(rest.min(1 << 20));
+    stream.take(rest as u64).read_to_end(&mut tail)?;
+    if tail.len() != rest {
         return Err(ProtocolError::Malformed("truncated response".into()).into());
     }
-    Ok(Some(Response::from_body(&body)?))
+    Ok(Some(Response::from_split_body(&head, tail)?))
 }
 
 impl Connection {
@@ -312,11 +322,7 @@ impl Connection {
             }
             sent += 1;
             self.seq += 1;
-            let frame = Request::Train {
-                model,
-                message: msg.encode(params)?,
-            }
-            .to_frame(self.seq)?;
+            let frame = Request::train_frame(self.seq, model, &msg, params)?;
             self.send_raw(&frame)?;
             // A reader thread receives and decodes the next reply while this one hands the
             // previous to the client (decryption).

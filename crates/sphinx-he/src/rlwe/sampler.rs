@@ -67,56 +67,8 @@ pub(crate) fn gaussian<R: RngCore + CryptoRng>(n: usize, rng: &mut R) -> Vec<i64
         .collect()
 }
 
-/// A uniform polynomial over `basis` from a stream of 64-bit words, sampled directly in NTT
-/// form (the NTT is a bijection).
-fn uniform_from(basis: &RnsBasis, mut next: impl FnMut() -> u64) -> Poly<Ntt> {
-    let mut p = Poly::<Ntt>::zero(basis);
-    let n = basis.n();
-    for (limb, m) in p.data_mut().chunks_exact_mut(n).zip(basis.moduli()) {
-        let q = m.value();
-        let mask = u64::MAX >> (64 - m.bits());
-        for x in limb.iter_mut() {
-            *x = loop {
-                let v = next() & mask;
-                if v < q {
-                    break v;
-                }
-            };
-        }
-    }
-    p
-}
-
-/// Words of a generator read ahead in blocks: the same words, in the same order, as
-/// successive `next_u64` calls, at a fraction of the per-call cost. Only for a generator
-/// that nothing else reads afterwards (it is left further ahead).
-struct BlockWords<R> {
-    rng: R,
-    buf: [u8; 1024],
-    pos: usize,
-}
-
-impl<R: RngCore> BlockWords<R> {
-    fn new(rng: R) -> Self {
-        Self {
-            rng,
-            buf: [0; 1024],
-            pos: 1024,
-        }
-    }
-
-    #[inline]
-    fn next(&mut self) -> u64 {
-        if self.pos == self.buf.len() {
-            self.rng.fill_bytes(&mut self.buf);
-            self.pos = 0;
-        }
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&self.buf[self.pos..self.pos + 8]);
-        self.pos += 8;
-        u64::from_le_bytes(w)
-    }
-}
+/// Bytes of ChaCha20 output generated at a time by [`expand_seed`].
+const EXPAND_BLOCK: usize = 1024;
 
 /// Expands a 32-byte seed into the uniform `c1` of a seeded ciphertext over `basis`.
 ///
@@ -124,10 +76,39 @@ impl<R: RngCore> BlockWords<R> {
 /// masked to the prime's bit length, that is below the prime. The expansion over a prefix of
 /// primes is a prefix of the expansion over all primes.
 pub fn expand_seed(basis: &RnsBasis, seed: &[u8; 32]) -> Poly<Ntt> {
-    // The generator is private to this expansion, so it may be read ahead in blocks
-    // (ChaCha20's byte stream is its word stream, little-endian).
-    let mut words = BlockWords::new(ChaCha20Rng::from_seed(*seed));
-    uniform_from(basis, || words.next())
+    // Sampled directly in NTT form (the NTT is a bijection). The generator is private to
+    // this expansion, so it is read ahead in blocks (ChaCha20's byte stream is its word
+    // stream, little-endian) and each block is filtered in one pass: every word is stored
+    // at the next free position, which advances only when the word is accepted, so the
+    // loop has no data-dependent branch and the accepted words keep their stream order.
+    let mut rng = ChaCha20Rng::from_seed(*seed);
+    let mut block = [0u8; EXPAND_BLOCK];
+    let mut pos = EXPAND_BLOCK;
+    let mut p = Poly::<Ntt>::zero(basis);
+    let n = basis.n();
+    for (limb, m) in p.data_mut().chunks_exact_mut(n).zip(basis.moduli()) {
+        let q = m.value();
+        let mask = u64::MAX >> (64 - m.bits());
+        let mut filled = 0;
+        while filled < n {
+            if pos == EXPAND_BLOCK {
+                rng.fill_bytes(&mut block);
+                pos = 0;
+            }
+            for w in block[pos..].chunks_exact(8) {
+                if filled == n {
+                    break;
+                }
+                let mut b = [0u8; 8];
+                b.copy_from_slice(w);
+                let v = u64::from_le_bytes(b) & mask;
+                limb[filled] = v;
+                filled += usize::from(v < q);
+                pos += 8;
+            }
+        }
+    }
+    p
 }
 
 #[cfg(test)]
@@ -147,12 +128,36 @@ mod tests {
     }
 
     #[test]
-    fn block_words_are_the_word_stream() {
-        let seed = [9u8; 32];
-        let mut one = ChaCha20Rng::from_seed(seed);
-        let mut block = BlockWords::new(ChaCha20Rng::from_seed(seed));
-        for i in 0..1000 {
-            assert_eq!(block.next(), one.next_u64(), "word {i}");
+    fn expansion_takes_accepted_words_in_stream_order() {
+        // The definition, word by word, against the block-filtered expansion; a prime far
+        // below its bit length's power of two makes rejections frequent, and the 1 KiB
+        // blocks split limbs at other points than limb boundaries.
+        let n = 1024u64;
+        // The smallest NTT prime of 31 bits: about half of the masked words are rejected.
+        let low = (1u64 << 30) / (2 * n) + 1;
+        let low = (low..)
+            .map(|k| k * 2 * n + 1)
+            .find(|&q| sphinx_math::primes::is_prime(q))
+            .unwrap();
+        let high = sphinx_math::primes::ntt_primes(&[41, 29], n as usize).unwrap();
+        for primes in [high.clone(), vec![low, high[1]]] {
+            let basis = sphinx_math::RnsBasis::new(n as usize, &primes).unwrap();
+            for seed in [[9u8; 32], [200u8; 32]] {
+                let mut rng = ChaCha20Rng::from_seed(seed);
+                let mut want = Vec::new();
+                for m in basis.moduli() {
+                    let mask = u64::MAX >> (64 - m.bits());
+                    for _ in 0..basis.n() {
+                        want.push(loop {
+                            let v = rng.next_u64() & mask;
+                            if v < m.value() {
+                                break v;
+                            }
+                        });
+                    }
+                }
+                assert_eq!(expand_seed(&basis, &seed).data(), &want[..]);
+            }
         }
     }
 
