@@ -11,7 +11,7 @@
 //!
 //! With `NETWORK_STEP_PAIRS=n` in the environment it runs instead `n` pairs of steps, one
 //! in process and one over TLS, alternating which goes first, and prints each step's CPU
-//! time and the medians: both paths then see the same load on a shared machine, which the
+//! and wall time and their medians: both paths then see the same load on a shared machine, which the
 //! two criterion groups (run minutes apart) do not.
 //!
 //! `NETWORK_STEP_PAIRS=8 cargo bench -p sphinx-server --bench network_step`
@@ -36,10 +36,17 @@ use sphinx_protocol::wire::AccountName;
 use sphinx_server::testing::Connection;
 use sphinx_server::{ServerConfig, ServerHandle};
 
-const BATCH: f64 = 64.0;
+/// The model and expected batch: mlp-30 at 64 unless `NETWORK_STEP_MODEL` and
+/// `NETWORK_STEP_BATCH` say otherwise (e.g. the demo's `crop-pool-mlp-40` at 512).
+fn workload() -> (String, f64) {
+    let model = std::env::var("NETWORK_STEP_MODEL").unwrap_or_else(|_| "mlp-30".into());
+    let batch = std::env::var("NETWORK_STEP_BATCH").map_or(64.0, |b| b.parse().unwrap());
+    (model, batch)
+}
 
 fn client(seed: u64) -> (Client, ClientMessage) {
-    let spec = "mlp-30".parse::<Preset>().unwrap().spec();
+    let (model, batch) = workload();
+    let spec = model.parse::<Preset>().unwrap().spec();
     let train = bundled_mnist_sample().unwrap().train;
     let n = train.len();
     let weights: usize = Model::zeros(spec.clone())
@@ -50,7 +57,7 @@ fn client(seed: u64) -> (Client, ClientMessage) {
     let dp = DpSgdConfig {
         clip_norm: ClipNorm::new(1.0).unwrap(),
         noise_multiplier: NoiseMultiplier::new(1.0).unwrap(),
-        sample_rate: SampleRate::new(BATCH / n as f64).unwrap(),
+        sample_rate: SampleRate::new(batch / n as f64).unwrap(),
         dataset_size: n,
     };
     let params = sphinx_protocol::params::build_training_parameters().unwrap();
@@ -101,6 +108,8 @@ fn bench(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(3))
         .measurement_time(Duration::from_secs(20));
 
+    let (model, batch) = workload();
+    println!("{model}, expected batch {batch}");
     let (cl, setup) = client(1);
     let mut session = Session::new(cl, setup, &mut ChaCha20Rng::seed_from_u64(2)).unwrap();
     for (name, cpu) in [("in_process", false), ("in_process_cpu", true)] {
@@ -141,11 +150,14 @@ fn bench(c: &mut Criterion) {
     server.shutdown().unwrap();
 }
 
-/// The step's CPU time of each run, in seconds.
-fn cpu_of(f: impl FnOnce()) -> f64 {
-    let t0 = process_cpu();
+/// The step's CPU time and wall time, in seconds.
+fn cost_of(f: impl FnOnce()) -> (f64, f64) {
+    let (t0, w0) = (process_cpu(), Instant::now());
     f();
-    (process_cpu() - t0).as_secs_f64()
+    (
+        (process_cpu() - t0).as_secs_f64(),
+        w0.elapsed().as_secs_f64(),
+    )
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -176,19 +188,20 @@ fn paired(pairs: usize) {
     conn.auth(&name, &token).unwrap();
     let model = conn.create_model(&setup, &params).unwrap();
     let mut local = || {
-        cpu_of(|| {
+        cost_of(|| {
             session.run_step().unwrap();
         })
     };
     let mut remote = || {
-        cpu_of(|| {
+        cost_of(|| {
             conn.train_step(model, &mut cl, &params).unwrap();
         })
     };
     // Warm-up: first allocations, page faults, lazily built tables.
     local();
     remote();
-    let (mut l, mut r, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    // [CPU, wall] of each path.
+    let (mut l, mut r) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
     for i in 0..pairs {
         let (a, b) = if i % 2 == 0 {
             let a = local();
@@ -197,19 +210,26 @@ fn paired(pairs: usize) {
             let b = remote();
             (local(), b)
         };
-        println!("pair {i}: in process {a:.3} s, loopback TLS {b:.3} s CPU");
-        l.push(a);
-        r.push(b);
-        ratio.push(b / a - 1.0);
+        println!(
+            "pair {i}: in process {:.3} s CPU {:.3} s wall, loopback TLS {:.3} s CPU {:.3} s wall",
+            a.0, a.1, b.0, b.1
+        );
+        for (k, (x, y)) in [(a.0, b.0), (a.1, b.1)].into_iter().enumerate() {
+            l[k].push(x);
+            r[k].push(y);
+        }
     }
-    let (ml, mr) = (median(&l), median(&r));
-    println!(
-        "median of {pairs} pairs: in process {ml:.3} s, loopback TLS {mr:.3} s CPU, \
-         overhead {:+.3} s ({:+.1} %; median of the pairs' ratios {:+.1} %)",
-        mr - ml,
-        100.0 * (mr / ml - 1.0),
-        100.0 * median(&ratio)
-    );
+    for (k, clock) in ["CPU", "wall"].into_iter().enumerate() {
+        let (ml, mr) = (median(&l[k]), median(&r[k]));
+        let ratios: Vec<f64> = r[k].iter().zip(&l[k]).map(|(b, a)| b / a - 1.0).collect();
+        println!(
+            "median of {pairs} pairs, {clock}: in process {ml:.3} s, loopback TLS {mr:.3} s, \
+             overhead {:+.3} s ({:+.1} %; median of the pairs' ratios {:+.1} %)",
+            mr - ml,
+            100.0 * (mr / ml - 1.0),
+            100.0 * median(&ratios)
+        );
+    }
     drop(conn);
     server.shutdown().unwrap();
 }
