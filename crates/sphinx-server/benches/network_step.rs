@@ -82,6 +82,54 @@ fn client(seed: u64) -> (Client, ClientMessage) {
     .unwrap()
 }
 
+/// A server on loopback TLS in this process, with an account and a model, and the
+/// client that trains it (the same seed as the in-process session's client).
+struct Networked {
+    _dir: tempfile::TempDir,
+    server: ServerHandle,
+    conn: Connection,
+    model: sphinx_protocol::wire::ModelId,
+    client: Client,
+    params: std::sync::Arc<sphinx_he::Parameters>,
+}
+
+impl Networked {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let name = AccountName::new("bench").unwrap();
+        let token = sphinx_server::add_account(dir.path(), &name).unwrap();
+        let server = ServerHandle::spawn(ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.path().to_path_buf(),
+        ))
+        .unwrap();
+        let params = sphinx_protocol::params::build_training_parameters().unwrap();
+        let (client, setup) = client(1);
+        let mut conn = Connection::connect(server.addr(), server.fingerprint()).unwrap();
+        conn.auth(&name, &token).unwrap();
+        let model = conn.create_model(&setup, &params).unwrap();
+        Self {
+            _dir: dir,
+            server,
+            conn,
+            model,
+            client,
+            params,
+        }
+    }
+
+    fn step(&mut self) {
+        self.conn
+            .train_step(self.model, &mut self.client, &self.params)
+            .unwrap();
+    }
+
+    fn stop(self) {
+        drop(self.conn);
+        self.server.shutdown().unwrap();
+    }
+}
+
 /// CPU time of this process (all threads) so far.
 fn process_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
@@ -108,8 +156,6 @@ fn bench(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(3))
         .measurement_time(Duration::from_secs(20));
 
-    let (model, batch) = workload();
-    println!("{model}, expected batch {batch}");
     let (cl, setup) = client(1);
     let mut session = Session::new(cl, setup, &mut ChaCha20Rng::seed_from_u64(2)).unwrap();
     for (name, cpu) in [("in_process", false), ("in_process_cpu", true)] {
@@ -123,31 +169,14 @@ fn bench(c: &mut Criterion) {
     }
     drop(session);
 
-    let dir = tempfile::tempdir().unwrap();
-    let name = AccountName::new("bench").unwrap();
-    let token = sphinx_server::add_account(dir.path(), &name).unwrap();
-    let server = ServerHandle::spawn(ServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        dir.path().to_path_buf(),
-    ))
-    .unwrap();
-    let params = sphinx_protocol::params::build_training_parameters().unwrap();
-    let (mut cl, setup) = client(1);
-    let mut conn = Connection::connect(server.addr(), server.fingerprint()).unwrap();
-    conn.auth(&name, &token).unwrap();
-    let model = conn.create_model(&setup, &params).unwrap();
+    let mut net = Networked::start();
     for (name, cpu) in [("loopback_tls", false), ("loopback_tls_cpu", true)] {
         group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                timed(iters, cpu, || {
-                    conn.train_step(model, &mut cl, &params).unwrap();
-                })
-            })
+            b.iter_custom(|iters| timed(iters, cpu, || net.step()))
         });
     }
     group.finish();
-    drop(conn);
-    server.shutdown().unwrap();
+    net.stop();
 }
 
 /// The step's CPU time and wall time, in seconds.
@@ -172,31 +201,17 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn paired(pairs: usize) {
+    let (model, batch) = workload();
+    println!("{model}, expected batch {batch}");
     let (cl, setup) = client(1);
     let mut session = Session::new(cl, setup, &mut ChaCha20Rng::seed_from_u64(2)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let name = AccountName::new("bench").unwrap();
-    let token = sphinx_server::add_account(dir.path(), &name).unwrap();
-    let server = ServerHandle::spawn(ServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        dir.path().to_path_buf(),
-    ))
-    .unwrap();
-    let params = sphinx_protocol::params::build_training_parameters().unwrap();
-    let (mut cl, setup) = client(1);
-    let mut conn = Connection::connect(server.addr(), server.fingerprint()).unwrap();
-    conn.auth(&name, &token).unwrap();
-    let model = conn.create_model(&setup, &params).unwrap();
+    let mut net = Networked::start();
     let mut local = || {
         cost_of(|| {
             session.run_step().unwrap();
         })
     };
-    let mut remote = || {
-        cost_of(|| {
-            conn.train_step(model, &mut cl, &params).unwrap();
-        })
-    };
+    let mut remote = || cost_of(|| net.step());
     // Warm-up: first allocations, page faults, lazily built tables.
     local();
     remote();
@@ -230,8 +245,7 @@ fn paired(pairs: usize) {
             100.0 * median(&ratios)
         );
     }
-    drop(conn);
-    server.shutdown().unwrap();
+    net.stop();
 }
 
 criterion_group!(benches, bench);
