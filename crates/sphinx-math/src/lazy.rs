@@ -944,6 +944,10 @@ mod avx2 {
         static SCRATCH: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
+    /// Largest gather buffer kept between calls, in words (8 MiB; a block of 32
+    /// coefficients of a CNN layer's inputs and plaintexts takes well under 2 MiB).
+    const SCRATCH_KEEP: usize = 1 << 20;
+
     /// Four coefficients of plaintext `l`, quad `g`.
     trait Plains {
         fn quad(&self, l: usize, g: usize) -> [u64; 4];
@@ -1010,6 +1014,11 @@ mod avx2 {
                 run(simd, m, x, &Gathered { data, quads }, quads, terms, outs);
             } else {
                 run(simd, m, x, &InPlace(ps), quads, terms, outs);
+            }
+            // A call on whole polynomials rather than blocks may have grown the buffer far
+            // beyond what the blocked callers need; do not keep that for the thread's life.
+            if buf.capacity() > SCRATCH_KEEP {
+                *buf = Vec::new();
             }
         });
     }
