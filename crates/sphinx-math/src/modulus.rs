@@ -354,6 +354,11 @@ impl ShiftedBarrett {
         }
         let (s, t) = (bq - 1, bp - bq + 2);
         let mu = ((1u128 << (s + t)) / u128::from(q)) as u64;
+        // `mu ≤ 2^t ≤ 2^32`, with equality for a power-of-two `q` at the widest gap: the
+        // factor must fit 32 bits.
+        if mu > u64::from(u32::MAX) {
+            return None;
+        }
         Some(Self { q, s, t, mu })
     }
 
