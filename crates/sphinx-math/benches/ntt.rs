@@ -1,6 +1,7 @@
 //! Criterion benches of the negacyclic NTT at the training protocol's degree (N = 4096):
 //! its 41-bit limb (tfhe-ntt's 64-bit plan) and its 29-bit limb (the 32-bit plan, with
-//! the 64-bit plan on the same prime beside it for comparison).
+//! the 64-bit plan on the same prime beside it for comparison), then each direction at SEAL's
+//! N = 8192 on a 60-bit prime (tfhe-ntt's 64-bit plan) and a 40-bit one (the f64 transform).
 //!
 //! `cargo bench -p sphinx-math --bench ntt`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -37,6 +38,20 @@ fn transforms(c: &mut Criterion) {
                 },
             );
         }
+    }
+    g.finish();
+    let n = 8192;
+    let mut g = c.benchmark_group("ntt N=8192");
+    for bits in [60u32, 40] {
+        let q = ntt_primes(&[bits], n).unwrap()[0];
+        let plan = NttPlan::new(n, Modulus::new(q).unwrap()).unwrap();
+        let mut a: Vec<u64> = (0..n as u64).map(|i| (i * 7_919) % q).collect();
+        g.bench_function(format!("forward, {bits}-bit prime"), |b| {
+            b.iter(|| plan.forward(black_box(&mut a)));
+        });
+        g.bench_function(format!("inverse, {bits}-bit prime"), |b| {
+            b.iter(|| plan.inverse(black_box(&mut a)));
+        });
     }
     g.finish();
 }
