@@ -19,8 +19,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+use sphinx_he::Parameters;
+use sphinx_protocol::messages::{ClientMessage, ServerMessage};
 use sphinx_protocol::wire::{
-    self, AccountName, DEFAULT_MAX_FRAME, LENGTH_PREFIX_LEN, Request, Response, Token,
+    self, AccountName, DEFAULT_MAX_FRAME, LENGTH_PREFIX_LEN, ModelId, Request, Response, Token,
 };
 
 use crate::error::{ClientError, Result};
@@ -55,6 +57,20 @@ pub fn parse_fingerprint(text: &str) -> Result<String> {
     }
 }
 
+/// `ring`'s provider with AES-128-GCM preferred, as the server prefers it (fewer rounds
+/// per byte of ciphertext traffic than AES-256, at the CKKS parameters' 128-bit level).
+fn provider() -> CryptoProvider {
+    use rustls::crypto::ring::cipher_suite;
+    CryptoProvider {
+        cipher_suites: vec![
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+        ..rustls::crypto::ring::default_provider()
+    }
+}
+
 /// Accepts exactly the certificate with the pinned SHA-256 fingerprint.
 #[derive(Debug)]
 pub struct PinnedCert {
@@ -76,7 +92,7 @@ impl PinnedCert {
         }
         Ok(Self {
             pin,
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            provider: Arc::new(provider()),
         })
     }
 }
@@ -232,10 +248,15 @@ impl Connection {
     fn send(&mut self, req: &Request) -> Result<u64> {
         self.seq += 1;
         let frame = req.to_frame(self.seq)?;
-        self.stream.write_all(&frame).map_err(net_err)?;
+        self.write_frame(&frame)?;
+        Ok(self.seq)
+    }
+
+    fn write_frame(&mut self, frame: &[u8]) -> Result<()> {
+        self.stream.write_all(frame).map_err(net_err)?;
         self.stream.flush().map_err(net_err)?;
         self.bytes_up += frame.len() as u64;
-        Ok(self.seq)
+        Ok(())
     }
 
     fn receive(&mut self, seq: u64) -> Result<Response> {
@@ -246,8 +267,17 @@ impl Connection {
         // read into, not from a copy (`Response::from_split_body`).
         let mut head = vec![0u8; len.min(wire::PAYLOAD_OFFSET)];
         self.stream.read_exact(&mut head).map_err(net_err)?;
-        let mut tail = vec![0u8; len - head.len()];
-        self.stream.read_exact(&mut tail).map_err(net_err)?;
+        // Read into spare capacity: zeroing a buffer of tens of megabytes first would be a
+        // pass over memory for nothing (the length was checked against the limit above).
+        let rest = len - head.len();
+        let mut tail = Vec::with_capacity(rest);
+        (&mut self.stream)
+            .take(rest as u64)
+            .read_to_end(&mut tail)
+            .map_err(net_err)?;
+        if tail.len() != rest {
+            return Err(net_err(std::io::ErrorKind::UnexpectedEof.into()));
+        }
         self.bytes_down += (LENGTH_PREFIX_LEN + len) as u64;
         let (got, resp) = Response::from_split_body(&head, tail)?;
         if got != seq {
@@ -283,6 +313,75 @@ impl Connection {
             }
             each(resp)?;
         }
+    }
+
+    /// Sends one `Train` request carrying `message` (encoded straight into its frame) and
+    /// hands each decoded training reply to `handle`; returns the final response.
+    ///
+    /// A reader thread receives and decodes the next reply (TLS, unpacking, lifting the
+    /// compact results) while this thread runs `handle` on the previous one (decryption), so
+    /// that the network work overlaps the client's as the server's computing does.
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] for an error response; network and decoding errors; those
+    /// of `handle` (which stop the reading; the connection should then be dropped).
+    pub fn train<F>(
+        &mut self,
+        model: ModelId,
+        message: &ClientMessage,
+        params: &Arc<Parameters>,
+        mut handle: F,
+    ) -> Result<Response>
+    where
+        F: FnMut(ServerMessage) -> Result<()>,
+    {
+        self.seq += 1;
+        let seq = self.seq;
+        let frame = Request::train_frame(seq, model, message, params)?;
+        self.write_frame(&frame)?;
+        drop(frame);
+        let max = self.max_frame;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ServerMessage>(1);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(move || -> Result<Option<Response>> {
+                loop {
+                    match self.receive(seq)? {
+                        Response::Error { code, message } => {
+                            return Err(ClientError::Server {
+                                request: "Train",
+                                code,
+                                message,
+                            });
+                        }
+                        Response::Training { message, .. } => {
+                            let reply = ServerMessage::decode(params, &message, max)?;
+                            if tx.send(reply).is_err() {
+                                // `handle` failed; its error is the one reported.
+                                return Ok(None);
+                            }
+                        }
+                        resp if resp.is_final() => return Ok(Some(resp)),
+                        other => {
+                            return Err(ClientError::UnexpectedResponse(format!(
+                                "{other:?} inside a training answer"
+                            )));
+                        }
+                    }
+                }
+            });
+            let mut handled = Ok(());
+            for reply in rx {
+                if let Err(e) = handle(reply) {
+                    handled = Err(e);
+                    break;
+                }
+            }
+            let read = reader
+                .join()
+                .map_err(|_| ClientError::Invalid("the reply reader panicked".into()))?;
+            handled?;
+            read?.ok_or_else(|| ClientError::UnexpectedResponse("no final response".into()))
+        })
     }
 
     /// Sends `req` and returns its single response.

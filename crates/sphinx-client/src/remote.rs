@@ -298,14 +298,9 @@ impl RemoteTrainer {
                 });
                 dir.save_progress(&record.name, progress)?;
             }
-            let message = msg.encode(params)?;
-            let last = conn.stream(&Request::Train { model, message }, |resp| match resp {
-                Response::Training { message, .. } => {
-                    let reply = ServerMessage::decode(params, &message, DEFAULT_MAX_FRAME)?;
-                    queue.extend(client.handle(reply)?);
-                    Ok(())
-                }
-                other => Err(unexpected(&other)),
+            let last = conn.train(model, &msg, params, |reply| {
+                queue.extend(client.handle(reply)?);
+                Ok(())
             })?;
             match last {
                 Response::StepState { committed_step, .. } => committed = Some(committed_step),

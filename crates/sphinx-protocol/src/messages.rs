@@ -297,8 +297,14 @@ fn put_cts(
     kind: MessageKind,
 ) -> Result<()> {
     put_u32(out, cts.len(), kind)?;
-    for ct in cts {
-        put_object(out, &ct.to_bytes(params)?, kind)?;
+    // Serialized on every core: a seeded upload's polynomial is packed bit by bit, and an
+    // activation upload carries hundreds of ciphertexts.
+    let objects = cts
+        .par_iter()
+        .map(|ct| ct.to_bytes(params))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    for o in &objects {
+        put_object(out, o, kind)?;
     }
     Ok(())
 }
@@ -625,12 +631,15 @@ impl<'a> Cursor<'a> {
 
     fn cts(&mut self, params: &Arc<Parameters>) -> Result<Vec<Ciphertext>> {
         let n = self.count(4)?;
-        let mut out = Vec::with_capacity(n);
+        let mut objs = Vec::with_capacity(n);
         for _ in 0..n {
-            let obj = self.object()?;
-            out.push(Ciphertext::from_bytes(params, obj, obj.len())?);
+            objs.push(self.object()?);
         }
-        Ok(out)
+        // Decoded on every core: each seeded ciphertext expands its seed (a ChaCha20
+        // stream as long as the polynomial), the largest part of receiving an upload.
+        objs.into_par_iter()
+            .map(|obj| Ok(Ciphertext::from_bytes(params, obj, obj.len())?))
+            .collect()
     }
 
     /// Compact level-0 results (see [`result_bits`]).

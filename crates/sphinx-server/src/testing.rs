@@ -192,6 +192,15 @@ impl Connection {
         Ok(())
     }
 
+    /// The TLS cipher suite the handshake chose.
+    #[must_use]
+    pub fn negotiated_suite(&self) -> Option<rustls::CipherSuite> {
+        self.stream
+            .conn
+            .negotiated_cipher_suite()
+            .map(|s| s.suite())
+    }
+
     /// Reads one response frame; `None` when the server closed the connection.
     ///
     /// # Errors

@@ -36,6 +36,10 @@ fn networked_training_equals_the_in_process_session() {
     let (server, _dir, accounts) = common::server();
     let (mut client, setup, params) = common::client(7);
     let mut conn = Connection::connect(server.addr(), server.fingerprint()).unwrap();
+    assert_eq!(
+        conn.negotiated_suite(),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
     conn.auth(&accounts[0].0, &accounts[0].1).unwrap();
     let model = conn.create_model(&setup, &params).unwrap();
     for (i, expected) in local.iter().enumerate() {

@@ -1,20 +1,23 @@
-//! One private training step in process (`Session`) against the same step over loopback
-//! TLS through `sphinx-server` (frames, TLS, SQLite commit included): mlp-30 on the bundled
-//! MNIST sample, expected batch 64, the configuration of `sphinx bench train` in
-//! docs/benchmarks.md.
+//! One private training step in process (`Session`) against the same step as users run
+//! it: `sphinx client`'s [`RemoteTrainer`] over loopback TLS to `sphinx-server` (frames, TLS,
+//! the server's SQLite commit and the client's progress file included). mlp-30 on the
+//! bundled MNIST sample at expected batch 64 (the configuration of `sphinx bench train` in
+//! docs/benchmarks.md) unless `NETWORK_STEP_MODEL` and `NETWORK_STEP_BATCH` say otherwise
+//! (e.g. the demo's `crop-pool-mlp-40` at 512). Both clients are built from the same record
+//! and seeds, so they draw the same batches.
 //!
 //! Each is measured twice: wall time, and CPU time of the whole process (client, server and
 //! TLS all run in it), which is less disturbed by other load on a shared machine and counts
 //! the extra work of the network path (serialization, TLS, storage).
 //!
-//! `cargo bench -p sphinx-server --bench network_step`
+//! `cargo bench -p sphinx --bench network_step`
 //!
 //! With `NETWORK_STEP_PAIRS=n` in the environment it runs instead `n` pairs of steps, one
 //! in process and one over TLS, alternating which goes first, and prints each step's CPU
-//! and wall time and their medians: both paths then see the same load on a shared machine, which the
-//! two criterion groups (run minutes apart) do not.
+//! and wall time and their medians: both paths then see the same load on a shared machine,
+//! which the two criterion groups (run minutes apart) do not.
 //!
-//! `NETWORK_STEP_PAIRS=8 cargo bench -p sphinx-server --bench network_step`
+//! `NETWORK_STEP_PAIRS=16 cargo bench -p sphinx --bench network_step`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::{Duration, Instant};
@@ -22,110 +25,101 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use sphinx_dp::{
-    ClipNorm, Delta, DpSgdAggregator, DpSgdConfig, Epsilon, NoiseMultiplier, PrivacyBudget,
-    SampleRate,
-};
-use sphinx_nn::data::bundled_mnist_sample;
-use sphinx_nn::model::Model;
-use sphinx_nn::presets::Preset;
-use sphinx_protocol::client::{Client, ClientConfig};
-use sphinx_protocol::messages::ClientMessage;
+use sphinx_client::connection::Connection;
+use sphinx_client::remote::{RemoteTrainer, build_client};
+use sphinx_client::store::{ClientDir, ModelRecord, ModelSecrets, Profile};
+use sphinx_nn::data::{Dataset, bundled_mnist_sample};
 use sphinx_protocol::session::Session;
 use sphinx_protocol::wire::AccountName;
-use sphinx_server::testing::Connection;
-use sphinx_server::{ServerConfig, ServerHandle};
+use sphinx_server::{Registration, ServerConfig, ServerHandle};
 
 /// The model and expected batch: mlp-30 at 64 unless `NETWORK_STEP_MODEL` and
-/// `NETWORK_STEP_BATCH` say otherwise (e.g. the demo's `crop-pool-mlp-40` at 512).
-fn workload() -> (String, f64) {
+/// `NETWORK_STEP_BATCH` say otherwise.
+fn workload() -> (String, usize) {
     let model = std::env::var("NETWORK_STEP_MODEL").unwrap_or_else(|_| "mlp-30".into());
-    let batch = std::env::var("NETWORK_STEP_BATCH").map_or(64.0, |b| b.parse().unwrap());
+    let batch = std::env::var("NETWORK_STEP_BATCH").map_or(64, |b| b.parse().unwrap());
     (model, batch)
 }
 
-fn client(seed: u64) -> (Client, ClientMessage) {
+/// The record `sphinx client train` would store for the workload (σ fixed at 1, and a
+/// budget the run cannot reach: timing only), with its training data.
+fn record() -> (ModelRecord, Dataset) {
     let (model, batch) = workload();
-    let spec = model.parse::<Preset>().unwrap().spec();
     let train = bundled_mnist_sample().unwrap().train;
     let n = train.len();
-    let weights: usize = Model::zeros(spec.clone())
-        .unwrap()
-        .param_layers()
-        .map(|p| p.weight().len())
-        .sum();
-    let dp = DpSgdConfig {
-        clip_norm: ClipNorm::new(1.0).unwrap(),
-        noise_multiplier: NoiseMultiplier::new(1.0).unwrap(),
-        sample_rate: SampleRate::new(batch / n as f64).unwrap(),
-        dataset_size: n,
+    let record = ModelRecord {
+        name: "bench".into(),
+        server_model: 0,
+        preset: model,
+        data: "bundled".into(),
+        train_examples: n,
+        data_digest: sphinx_client::data::digest(&train),
+        standardize: None,
+        batch_size: batch,
+        total_steps: 1 << 20,
+        learning_rate: 0.1,
+        clip: 1.0,
+        epsilon: 1e6,
+        delta: 1e-5,
+        noise_multiplier: 1.0,
+        sample_rate: batch as f64 / n as f64,
+        init_seed: 1,
+        bias_init: 0.01,
+        weight_average: 0.0,
     };
-    let params = sphinx_protocol::params::build_training_parameters().unwrap();
-    Client::new(
-        params,
-        spec,
-        train,
-        DpSgdAggregator::seeded(weights, dp, seed).unwrap(),
-        ClientConfig {
-            learning_rate: 0.1,
-            init_seed: seed,
-            bias_init: 0.01,
-            weight_average: 0.0,
-            // Timing only: a budget the run cannot reach.
-            budget: PrivacyBudget {
-                epsilon: Epsilon::new(1e6).unwrap(),
-                delta: Delta::new(1e-5).unwrap(),
-            },
-        },
-        ChaCha20Rng::seed_from_u64(seed + 1),
-    )
-    .unwrap()
+    (record, train)
 }
 
-/// A server on loopback TLS in this process, with an account and a model, and the
-/// client that trains it (the same seed as the in-process session's client).
+fn secrets() -> ModelSecrets {
+    ModelSecrets::from_test_seed(1)
+}
+
+fn in_process() -> Session {
+    let (record, train) = record();
+    let (client, setup, _) = build_client(&record, &secrets(), train).unwrap();
+    Session::new(client, setup, &mut ChaCha20Rng::seed_from_u64(2)).unwrap()
+}
+
+/// A server on loopback TLS in this process and the real client's trainer against it,
+/// each with its own directory.
 struct Networked {
     _dir: tempfile::TempDir,
     server: ServerHandle,
-    conn: Connection,
-    model: sphinx_protocol::wire::ModelId,
-    client: Client,
-    params: std::sync::Arc<sphinx_he::Parameters>,
+    trainer: Option<RemoteTrainer>,
 }
 
 impl Networked {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let name = AccountName::new("bench").unwrap();
-        let token = sphinx_server::add_account(dir.path(), &name).unwrap();
-        let server = ServerHandle::spawn(ServerConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            dir.path().to_path_buf(),
-        ))
-        .unwrap();
-        let params = sphinx_protocol::params::build_training_parameters().unwrap();
-        let (client, setup) = client(1);
-        let mut conn = Connection::connect(server.addr(), server.fingerprint()).unwrap();
-        conn.auth(&name, &token).unwrap();
-        let model = conn.create_model(&setup, &params).unwrap();
+        let mut config =
+            ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("server"));
+        config.registration = Registration::Open;
+        let server = ServerHandle::spawn(config).unwrap();
+        let addr = server.addr().to_string();
+        let mut conn = Connection::connect(&addr, server.fingerprint()).unwrap();
+        let account = AccountName::new("bench").unwrap();
+        let token = conn.register(&account).unwrap();
+        let profile = Profile {
+            server: addr,
+            fingerprint: server.fingerprint().to_owned(),
+            account: account.as_str().to_owned(),
+        };
+        let client_dir = ClientDir::create(&dir.path().join("client"), &profile, &token).unwrap();
+        let (record, train) = record();
+        let trainer = RemoteTrainer::create(client_dir, conn, record, &secrets(), train).unwrap();
         Self {
             _dir: dir,
             server,
-            conn,
-            model,
-            client,
-            params,
+            trainer: Some(trainer),
         }
     }
 
     fn step(&mut self) {
-        self.conn
-            .train_step(self.model, &mut self.client, &self.params)
-            .unwrap();
+        self.trainer.as_mut().unwrap().step_once().unwrap();
     }
 
-    fn stop(self) {
-        drop(self.conn);
+    fn stop(mut self) {
+        drop(self.trainer.take());
         self.server.shutdown().unwrap();
     }
 }
@@ -150,14 +144,14 @@ fn timed(iters: u64, cpu: bool, mut f: impl FnMut()) -> Duration {
 }
 
 fn bench(c: &mut Criterion) {
-    let mut group = c.benchmark_group("training_step_mlp30_batch64");
+    let (model, batch) = workload();
+    let mut group = c.benchmark_group(format!("training_step_{model}_batch{batch}"));
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(3))
         .measurement_time(Duration::from_secs(20));
 
-    let (cl, setup) = client(1);
-    let mut session = Session::new(cl, setup, &mut ChaCha20Rng::seed_from_u64(2)).unwrap();
+    let mut session = in_process();
     for (name, cpu) in [("in_process", false), ("in_process_cpu", true)] {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -203,8 +197,7 @@ fn median(v: &[f64]) -> f64 {
 fn paired(pairs: usize) {
     let (model, batch) = workload();
     println!("{model}, expected batch {batch}");
-    let (cl, setup) = client(1);
-    let mut session = Session::new(cl, setup, &mut ChaCha20Rng::seed_from_u64(2)).unwrap();
+    let mut session = in_process();
     let mut net = Networked::start();
     let mut local = || {
         cost_of(|| {
@@ -217,6 +210,16 @@ fn paired(pairs: usize) {
     remote();
     // [CPU, wall] of each path.
     let (mut l, mut r) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    // Profiling aid: `NETWORK_STEP_ONLY=in_process` or `=tls` runs only that path.
+    let only = std::env::var("NETWORK_STEP_ONLY").ok();
+    if let Some(only) = only.as_deref() {
+        for i in 0..pairs {
+            let (cpu, wall) = if only == "tls" { remote() } else { local() };
+            println!("{only} step {i}: {cpu:.3} s CPU {wall:.3} s wall");
+        }
+        net.stop();
+        return;
+    }
     for i in 0..pairs {
         let (a, b) = if i % 2 == 0 {
             let a = local();
