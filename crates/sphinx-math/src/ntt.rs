@@ -327,8 +327,8 @@ mod tests {
         /// The double-precision transform is the backend's map, bit for bit, extremes included.
         #[test]
         fn small_prime_transform_equals_the_backend(
-            log_n in 4usize..14,
-            bits in prop_oneof![Just(20u32), Just(30), Just(40), Just(45), Just(50)],
+            log_n in 4usize..15,
+            bits in prop_oneof![Just(20u32), Just(30), Just(40), Just(41), Just(45), Just(49), Just(50)],
             fill in 0u8..3,
             seed in any::<u64>(),
         ) {
@@ -363,6 +363,42 @@ mod tests {
             plan.plan.normalize(&mut theirs);
             prop_assert_eq!(&ours, &theirs);
             prop_assert_eq!(ours, a);
+        }
+    }
+
+    /// The degrees above the proptest's: several passes over the whole array before the
+    /// L1-sized chunks of the lazy double-precision transform, and its reduction schedule
+    /// for primes just below `2^50`.
+    #[test]
+    fn small_prime_transform_equals_the_backend_at_large_degrees() {
+        for log_n in 14..=17 {
+            let n = 1usize << log_n;
+            for bits in [41u32, 50] {
+                let q = ntt_primes(&[bits], n).unwrap()[0];
+                let m = Modulus::new(q).unwrap();
+                let plan = NttPlan::new(n, m).unwrap();
+                let mut s = u64::from(bits) << log_n;
+                for fill in 0..2 {
+                    let a: Vec<u64> = (0..n)
+                        .map(|_| {
+                            s = s
+                                .wrapping_mul(6364136223846793005)
+                                .wrapping_add(1442695040888963407);
+                            if fill == 0 {
+                                q - 1
+                            } else {
+                                m.reduce(s ^ (s >> 29))
+                            }
+                        })
+                        .collect();
+                    let (mut ours, mut theirs) = (a.clone(), a.clone());
+                    plan.forward(&mut ours);
+                    plan.plan.fwd(&mut theirs);
+                    assert!(ours == theirs, "forward, {bits} bits, n = 2^{log_n}");
+                    plan.inverse(&mut ours);
+                    assert!(ours == a, "inverse, {bits} bits, n = 2^{log_n}");
+                }
+            }
         }
     }
 
