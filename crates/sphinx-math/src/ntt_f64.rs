@@ -287,6 +287,69 @@ impl F64Ntt {
             dir: Dir::Inv,
         });
     }
+
+    /// `out0 = Σ_j xs[j]·ys0[j]`, `out1 = Σ_j xs[j]·ys1[j]` modulo `q`, overwritten, every
+    /// input reduced and every slice of length `n` (checked by the caller). Each product is
+    /// a centered representative (`|·| ≤ M(q)` of the module docs, about `q/2`), summed
+    /// lazily; the sum is reduced every `sum_terms` terms, so it stays below `2^52`, and once
+    /// at the end.
+    pub(crate) fn dot_product_pair(
+        &self,
+        (out0, out1): (&mut [u64], &mut [u64]),
+        xs: &[&[u64]],
+        (ys0, ys1): (&[&[u64]], &[&[u64]]),
+    ) {
+        self.simd.vectorize(Dot {
+            plan: self,
+            out: [out0, out1],
+            xs,
+            ys: [ys0, ys1],
+        });
+    }
+}
+
+/// Products of reduced inputs `|a|, |b| < q` summed before one reduction: how many terms fit
+/// below `2^52` (at least one: `M(q) < q` for `q < 2^50`).
+fn sum_terms(q: f64) -> usize {
+    ((SOFT / mul_bound(q, q)).floor() as usize).max(1)
+}
+
+/// A [`F64Ntt::dot_product_pair`] call inside the AVX2 + FMA context.
+struct Dot<'a> {
+    plan: &'a F64Ntt,
+    out: [&'a mut [u64]; 2],
+    xs: &'a [&'a [u64]],
+    ys: [&'a [&'a [u64]]; 2],
+}
+
+impl pulp::NullaryFnOnce for Dot<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn call(self) {
+        let k = Kernel::new(self.plan.simd, self.plan.q, self.plan.q_inv);
+        let every = sum_terms(self.plan.q);
+        fn view<'a>(s: &[&'a [u64]]) -> Vec<&'a [V]> {
+            s.iter().map(|x| pulp::as_arrays::<4, u64>(x).0).collect()
+        }
+        let (xs, ys0, ys1) = (view(self.xs), view(self.ys[0]), view(self.ys[1]));
+        let [out0, out1] = self.out;
+        let out0 = pulp::as_arrays_mut::<4, u64>(out0).0;
+        let out1 = pulp::as_arrays_mut::<4, u64>(out1).0;
+        for (c, (o0, o1)) in out0.iter_mut().zip(out1.iter_mut()).enumerate() {
+            let (mut s0, mut s1) = (k.zero, k.zero);
+            for (j, ((x, y0), y1)) in xs.iter().zip(&ys0).zip(&ys1).enumerate() {
+                if j > 0 && j % every == 0 {
+                    (s0, s1) = (k.reduce(s0), k.reduce(s1));
+                }
+                let x = k.load_int(&x[c]);
+                let avx = k.simd.avx;
+                s0 = avx._mm256_add_pd(s0, k.mul_var(x, k.load_int(&y0[c])));
+                s1 = avx._mm256_add_pd(s1, k.mul_var(x, k.load_int(&y1[c])));
+            }
+            (*o0, *o1) = (k.store_int(k.canon(s0)), k.store_int(k.canon(s1)));
+        }
+    }
 }
 
 /// One transform, run inside the AVX2 + FMA context (a named type with an always-inlined
@@ -419,6 +482,20 @@ impl Kernel {
         let (avx, fma) = (self.simd.avx, self.simd.fma);
         let h = avx._mm256_mul_pd(a, w);
         let l = fma._mm256_fmsub_pd(a, w, h);
+        // `w/q` does not depend on the data (hoisted out of loops with one twiddle per block),
+        // so `k` waits for one product, not two.
+        let wq = avx._mm256_mul_pd(w, self.q_inv);
+        let k = avx._mm256_round_pd::<8>(avx._mm256_mul_pd(a, wq));
+        let r = fma._mm256_fnmadd_pd(k, self.q, h);
+        avx._mm256_add_pd(r, l)
+    }
+
+    /// As [`Self::mul`] with both factors varying (`k` from the rounded product instead).
+    #[inline(always)]
+    fn mul_var(self, a: __m256d, b: __m256d) -> __m256d {
+        let (avx, fma) = (self.simd.avx, self.simd.fma);
+        let h = avx._mm256_mul_pd(a, b);
+        let l = fma._mm256_fmsub_pd(a, b, h);
         let k = avx._mm256_round_pd::<8>(avx._mm256_mul_pd(h, self.q_inv));
         let r = fma._mm256_fnmadd_pd(k, self.q, h);
         avx._mm256_add_pd(r, l)

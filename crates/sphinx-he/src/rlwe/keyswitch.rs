@@ -122,33 +122,31 @@ pub(crate) fn key_switch_add_permuted(
         for (limb, plan) in coeff.chunks_exact_mut(n).zip(q_basis.plans()) {
             plan.inverse(limb);
         }
-        digit.resize(n, 0);
-        // The extended product in target prime `t` of `Q_l ∪ P`, added into `(acc0, acc1)`:
-        // `Σ_j digit_j · key_j`, one digit buffer reused (it stays in cache between the lift,
-        // the transform and the two products).
+        digit.resize(nl * n, 0);
+        // The extended product in target prime `t` of `Q_l ∪ P`, written to `(acc0, acc1)`:
+        // `Σ_j digit_j · key_j`, every digit lifted and transformed first so that the two
+        // inner products run in one pass with one reduction per output.
         let mut accumulate = |t: usize, key_limb: usize, acc0: &mut [u64], acc1: &mut [u64]| {
             let mt = qp.moduli()[t];
             let plan_t = &qp.plans()[t];
-            acc0.fill(0);
-            acc1.fill(0);
-            for j in 0..nl {
-                let x: &[u64] = if t == j {
-                    // The digit's own prime: `d` is already that digit in NTT form.
-                    &d_ntt[j * n..(j + 1) * n]
-                } else {
+            for (j, dj) in digit.chunks_exact_mut(n).enumerate().take(nl) {
+                if t != j {
                     // Centered digits: half the noise of [0, q_j) digits, and no bias that
                     // would pile up in the low-frequency slots.
-                    mt.lift_centered(
-                        digit,
-                        &coeff[j * n..(j + 1) * n],
-                        q_basis.moduli()[j].value(),
-                    );
-                    plan_t.forward(digit);
-                    digit
-                };
-                plan_t.mul_accumulate(acc0, x, key.b[j].limb(key_limb));
-                plan_t.mul_accumulate(acc1, x, key.a[j].limb(key_limb));
+                    mt.lift_centered(dj, &coeff[j * n..(j + 1) * n], q_basis.moduli()[j].value());
+                    plan_t.forward(dj);
+                }
             }
+            // The digit's own prime: `d` is already that digit in NTT form.
+            let xs: Vec<&[u64]> = (0..nl)
+                .map(|j| {
+                    let src: &[u64] = if t == j { d_ntt } else { digit };
+                    &src[j * n..(j + 1) * n]
+                })
+                .collect();
+            let ys0: Vec<&[u64]> = key.b[..nl].iter().map(|k| k.limb(key_limb)).collect();
+            let ys1: Vec<&[u64]> = key.a[..nl].iter().map(|k| k.limb(key_limb)).collect();
+            plan_t.dot_product_pair(acc0, acc1, &xs, &ys0, &ys1);
         };
         // 1. The special primes, divided back to `Q_l` (`conv`) before any prime of `Q_l`.
         for e in ext_p.iter_mut() {
