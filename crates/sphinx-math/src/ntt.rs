@@ -217,7 +217,7 @@ impl NttPlan {
         assert!(xs.iter().chain(ys0).chain(ys1).all(|x| x.len() == n));
         #[cfg(target_arch = "x86_64")]
         if let Some(small) = &self.small {
-            small.dot_product_pair((out0, out1), xs, (ys0, ys1));
+            small.dot_product_pair((out0, out1), xs, (ys0, ys1), None);
             return;
         }
         out0.fill(0);
@@ -226,6 +226,41 @@ impl NttPlan {
             self.plan.mul_accumulate(out0, x, y0);
             self.plan.mul_accumulate(out1, x, y1);
         }
+    }
+
+    /// `out0 += (Σ_j xs[j] · ys0[j] − sub0) · w` and `out1 += (Σ_j xs[j] · ys1[j] − sub1) · w`
+    /// modulo `q` (inputs reduced, `w_shoup` the Shoup companion of `w`): the inner products
+    /// of key switching with the mod-down of their result fused in, so that for primes below
+    /// `2^50` (as in [`Self::dot_product_pair`]) the sums are never stored.
+    ///
+    /// # Panics
+    /// If the lists differ in length or a slice is not of length `n`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dot_product_pair_mod_down(
+        &self,
+        (out0, out1): (&mut [u64], &mut [u64]),
+        xs: &[&[u64]],
+        (ys0, ys1): (&[&[u64]], &[&[u64]]),
+        (sub0, sub1): (&[u64], &[u64]),
+        (w, w_shoup): (u64, u64),
+    ) {
+        let n = self.n();
+        assert!(xs.len() == ys0.len() && xs.len() == ys1.len());
+        assert!(out0.len() == n && out1.len() == n && sub0.len() == n && sub1.len() == n);
+        assert!(xs.iter().chain(ys0).chain(ys1).all(|x| x.len() == n));
+        #[cfg(target_arch = "x86_64")]
+        if let Some(small) = &self.small {
+            small.dot_product_pair((out0, out1), xs, (ys0, ys1), Some(([sub0, sub1], w)));
+            return;
+        }
+        DOT.with_borrow_mut(|[acc0, acc1]| {
+            acc0.resize(n, 0);
+            acc1.resize(n, 0);
+            self.dot_product_pair(acc0, acc1, xs, ys0, ys1);
+            let m = &self.modulus;
+            crate::scale::sub_mul_shoup_add(m, out0, acc0, sub0, w, w_shoup);
+            crate::scale::sub_mul_shoup_add(m, out1, acc1, sub1, w, w_shoup);
+        });
     }
 
     /// The permutation that applies `X -> X^k` to NTT values: `out[i] = in[perm[i]]`.
@@ -250,6 +285,10 @@ impl NttPlan {
 }
 
 thread_local! {
+    /// Reused sums of [`NttPlan::dot_product_pair_mod_down`] where they are stored.
+    static DOT: std::cell::RefCell<[Vec<u64>; 2]> = const {
+        std::cell::RefCell::new([Vec::new(), Vec::new()])
+    };
     /// Reused 32-bit copy of the limb being transformed by a 32-bit plan.
     static NARROW: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -434,12 +473,26 @@ mod tests {
             }
             let (mut out0, mut out1) = (vec![1u64; n], vec![2u64; n]);
             plan.dot_product_pair(&mut out0, &mut out1, &refs(&xs), &refs(&ys0), &refs(&ys1));
+            // The fused mod-down: outputs, subtrahends and factor from the same generator.
+            let [base0, base1, sub0, sub1] = [0; 4].map(|_| (0..n).map(|_| next()).collect::<Vec<_>>());
+            let w = next();
+            let (mut md0, mut md1) = (base0.clone(), base1.clone());
+            plan.dot_product_pair_mod_down(
+                (&mut md0, &mut md1),
+                &refs(&xs),
+                (&refs(&ys0), &refs(&ys1)),
+                (&sub0, &sub1),
+                (w, m.shoup(w)),
+            );
             for i in 0..n {
                 let dot = |ys: &[Vec<u64>]| {
                     xs.iter().zip(ys).fold(0, |acc, (x, y)| m.add(acc, m.mul(x[i], y[i])))
                 };
-                prop_assert_eq!(out0[i], dot(&ys0));
-                prop_assert_eq!(out1[i], dot(&ys1));
+                let (d0, d1) = (dot(&ys0), dot(&ys1));
+                prop_assert_eq!(out0[i], d0);
+                prop_assert_eq!(out1[i], d1);
+                prop_assert_eq!(md0[i], m.add(base0[i], m.mul(m.sub(d0, sub0[i]), w)));
+                prop_assert_eq!(md1[i], m.add(base1[i], m.mul(m.sub(d1, sub1[i]), w)));
             }
         }
     }

@@ -288,23 +288,39 @@ impl F64Ntt {
         });
     }
 
-    /// `out0 = Σ_j xs[j]·ys0[j]`, `out1 = Σ_j xs[j]·ys1[j]` modulo `q`, overwritten, every
-    /// input reduced and every slice of length `n` (checked by the caller). Each product is
-    /// a centered representative (`|·| ≤ M(q)` of the module docs, about `q/2`), summed
-    /// lazily; the sum is reduced every `sum_terms` terms, so it stays below `2^52`, and once
-    /// at the end.
+    /// `out0 = Σ_j xs[j]·ys0[j]`, `out1 = Σ_j xs[j]·ys1[j]` modulo `q`, every input reduced
+    /// and every slice of length `n` (checked by the caller). With `mod_down = Some((subs,
+    /// w))` the outputs are not overwritten but take `out_k += (Σ_k − subs[k])·w` instead.
+    ///
+    /// Each product is a centered representative (`|·| ≤ M(q)` of the module docs, about
+    /// `q/2`), summed lazily; the sum is reduced every `sum_terms` terms, so it stays below
+    /// `2^52`. The optional difference and product are lazy as well (`|Σ − sub| ≤ 2^52 + q`
+    /// within the bounds of one product), and the result is reduced once at the end.
     pub(crate) fn dot_product_pair(
         &self,
         (out0, out1): (&mut [u64], &mut [u64]),
         xs: &[&[u64]],
         (ys0, ys1): (&[&[u64]], &[&[u64]]),
+        mod_down: Option<([&[u64]; 2], u64)>,
     ) {
-        self.simd.vectorize(Dot {
+        let dot = Dot {
             plan: self,
             out: [out0, out1],
             xs,
             ys: [ys0, ys1],
-        });
+        };
+        match mod_down {
+            None => self.simd.vectorize(DotRun::<false> {
+                dot,
+                subs: [&[], &[]],
+                w: 0.0,
+            }),
+            Some((subs, w)) => self.simd.vectorize(DotRun::<true> {
+                dot,
+                subs,
+                w: w as f64,
+            }),
+        }
     }
 }
 
@@ -314,7 +330,7 @@ fn sum_terms(q: f64) -> usize {
     ((SOFT / mul_bound(q, q)).floor() as usize).max(1)
 }
 
-/// A [`F64Ntt::dot_product_pair`] call inside the AVX2 + FMA context.
+/// The operands of [`F64Ntt::dot_product_pair`].
 struct Dot<'a> {
     plan: &'a F64Ntt,
     out: [&'a mut [u64]; 2],
@@ -322,30 +338,53 @@ struct Dot<'a> {
     ys: [&'a [&'a [u64]]; 2],
 }
 
-impl pulp::NullaryFnOnce for Dot<'_> {
+/// A [`F64Ntt::dot_product_pair`] call inside the AVX2 + FMA context, with the mod-down
+/// (`MOD_DOWN`) or without.
+struct DotRun<'a, const MOD_DOWN: bool> {
+    dot: Dot<'a>,
+    subs: [&'a [u64]; 2],
+    w: f64,
+}
+
+impl<const MOD_DOWN: bool> pulp::NullaryFnOnce for DotRun<'_, MOD_DOWN> {
     type Output = ();
 
     #[inline(always)]
     fn call(self) {
-        let k = Kernel::new(self.plan.simd, self.plan.q, self.plan.q_inv);
-        let every = sum_terms(self.plan.q);
         fn view<'a>(s: &[&'a [u64]]) -> Vec<&'a [V]> {
             s.iter().map(|x| pulp::as_arrays::<4, u64>(x).0).collect()
         }
-        let (xs, ys0, ys1) = (view(self.xs), view(self.ys[0]), view(self.ys[1]));
-        let [out0, out1] = self.out;
+        let Dot { plan, out, xs, ys } = self.dot;
+        let k = Kernel::new(plan.simd, plan.q, plan.q_inv);
+        let avx = k.simd.avx;
+        let every = sum_terms(plan.q);
+        let (xs, ys0, ys1) = (view(xs), view(ys[0]), view(ys[1]));
+        let [out0, out1] = out;
         let out0 = pulp::as_arrays_mut::<4, u64>(out0).0;
         let out1 = pulp::as_arrays_mut::<4, u64>(out1).0;
+        let (sub0, sub1) = (
+            pulp::as_arrays::<4, u64>(self.subs[0]).0,
+            pulp::as_arrays::<4, u64>(self.subs[1]).0,
+        );
+        let w = k.splat(self.w);
         for (c, (o0, o1)) in out0.iter_mut().zip(out1.iter_mut()).enumerate() {
             let (mut s0, mut s1) = (k.zero, k.zero);
-            for (j, ((x, y0), y1)) in xs.iter().zip(&ys0).zip(&ys1).enumerate() {
-                if j > 0 && j % every == 0 {
+            let mut terms = 0;
+            for ((x, y0), y1) in xs.iter().zip(&ys0).zip(&ys1) {
+                if terms == every {
                     (s0, s1) = (k.reduce(s0), k.reduce(s1));
+                    terms = 1;
                 }
+                terms += 1;
                 let x = k.load_int(&x[c]);
-                let avx = k.simd.avx;
                 s0 = avx._mm256_add_pd(s0, k.mul_var(x, k.load_int(&y0[c])));
                 s1 = avx._mm256_add_pd(s1, k.mul_var(x, k.load_int(&y1[c])));
+            }
+            if MOD_DOWN {
+                let t0 = k.mul(avx._mm256_sub_pd(s0, k.load_int(&sub0[c])), w);
+                let t1 = k.mul(avx._mm256_sub_pd(s1, k.load_int(&sub1[c])), w);
+                s0 = avx._mm256_add_pd(k.load_int(o0), t0);
+                s1 = avx._mm256_add_pd(k.load_int(o1), t1);
             }
             (*o0, *o1) = (k.store_int(k.canon(s0)), k.store_int(k.canon(s1)));
         }
