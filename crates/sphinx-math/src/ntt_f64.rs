@@ -4,9 +4,12 @@
 //! spends most of its instructions emulating one from 32-bit products. Integers up to `2^53`
 //! are exact in an `f64`, and a fused multiply-add gives the exact product `a·w` as a sum of
 //! two doubles (`h = a·w` rounded, `l = fma(a, w, −h)`). With the quotient estimated as
-//! `k = round(h · (1/q))`, the remainder `(h − k·q) + l` is computed exactly (both steps are
+//! `k = round(a · (w·(1/q)))` (`w·(1/q)` does not depend on the data, so `k` waits for one
+//! product, not two), the remainder `(h − k·q) + l` is computed exactly (both steps are
 //! exact: each result is an integer of at most 53 bits) and is a *centered* representative of
-//! `a·w mod q`: about `(−q/2, q/2)`. Six vector operations give four products.
+//! `a·w mod q`: about `(−q/2, q/2)`. Six vector operations give four products. The same
+//! products, with `k = round(h·(1/q))` where both factors vary, give the inner products of
+//! key switching (`dot_product_pair`): summed unreduced, one reduction per output.
 //!
 //! The transform is the textbook Cooley–Tukey (forward) / Gentleman–Sande (inverse) pair with
 //! twiddles `ψ^{brev(k)}`, which is the ordering of [`tfhe_ntt`] (position `i` holds the
@@ -23,7 +26,8 @@
 //! When a plan is built, a worst-case bound `B` on `|x|` is carried through every stage
 //! (with `u = 2^-53` the unit roundoff, and twiddles in `[0, q)`):
 //! - a product of `|a| ≤ B` by a twiddle: `k` is the rounding of `a·w/q·(1 + ε)` with
-//!   `|ε| ≤ 3u` (three roundings: `h`, `1/q`, the product), so
+//!   `|ε| ≤ 3u` (three roundings: `1/q`, `w·(1/q)` and `a` times that; or, where both
+//!   factors vary, `h`, `1/q` and their product), so
 //!   `|a·w − k·q| ≤ q·(1/2 + 3u·B)`; the intermediate `h − k·q` is off by at most
 //!   `|l| ≤ u·B·q`, and both must stay within `2^53`;
 //! - a centered reduction `x − round(x·(1/q))·q` of `|x| ≤ B`: `≤ q/2 + 2u·B`;
@@ -43,8 +47,17 @@
 //!
 //! The last forward stage reduces its outputs to `[0, q)` (a centered reduction, then adding
 //! `q` to negatives); the last inverse stage folds in `1/n` as a product, which is already
-//! centered. The three stages on blocks shorter than two vectors run in one pass over memory
-//! with the data shuffled in registers.
+//! centered.
+//!
+//! # Passes over memory
+//! Stages run two at a time (radix 4: four vectors loaded, two butterfly layers, four
+//! stored), so `N = 8192` takes six passes instead of thirteen. The three stages on blocks
+//! shorter than two vectors run in one pass with the data shuffled in registers, four blocks
+//! interleaved (one block alone is a long dependency chain). Stages whose blocks fit in 16 KiB
+//! finish chunk by chunk, depth first, while the chunk is in L1. At `N = 8192` a 40-bit
+//! forward transform takes about 21 µs here, against 50 µs for the eager version it replaced
+//! and 51 µs for tfhe-ntt's integer transform of a 60-bit prime (`cargo bench -p sphinx-math
+//! --bench ntt -- N=8192`).
 
 use pulp::x86::V3;
 use std::arch::x86_64::__m256d;
@@ -371,7 +384,7 @@ impl<const MOD_DOWN: bool> pulp::NullaryFnOnce for DotRun<'_, MOD_DOWN> {
             let (mut s0, mut s1) = (k.zero, k.zero);
             let mut terms = 0;
             for ((x, y0), y1) in xs.iter().zip(&ys0).zip(&ys1) {
-                if terms == every {
+                if terms >= every {
                     (s0, s1) = (k.reduce(s0), k.reduce(s1));
                     terms = 1;
                 }
@@ -985,11 +998,15 @@ mod tests {
                         let wf = w as f64;
                         let h = a * wf;
                         let l = a.mul_add(wf, -h);
-                        let k = (h * (1.0 / qf)).round_ties_even();
-                        let r = (-k).mul_add(qf, h) + l;
-                        assert!(r.abs() <= mul_bound(qf, b), "{bits} bits a={a} w={w}");
-                        let exact = (a as i128) * i128::from(w) - (k as i128) * i128::from(q);
-                        assert_eq!(r as i128, exact, "{bits} bits a={a} w={w}");
+                        // The transform's quotient `a·(w·(1/q))` and the inner products'
+                        // `(a·w)·(1/q)`: three roundings each.
+                        let qi = 1.0 / qf;
+                        for k in [a * (wf * qi), h * qi].map(f64::round_ties_even) {
+                            let r = (-k).mul_add(qf, h) + l;
+                            assert!(r.abs() <= mul_bound(qf, b), "{bits} bits a={a} w={w}");
+                            let exact = (a as i128) * i128::from(w) - (k as i128) * i128::from(q);
+                            assert_eq!(r as i128, exact, "{bits} bits a={a} w={w}");
+                        }
                     }
                     let k = (a * (1.0 / qf)).round_ties_even();
                     let r = (-k).mul_add(qf, a);
