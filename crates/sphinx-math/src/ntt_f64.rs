@@ -45,9 +45,10 @@
 //! constraint could not be met; it is met for every prime below `2^50` and every supported
 //! degree (tested).
 //!
-//! The last forward stage reduces its outputs to `[0, q)` (a centered reduction, then adding
-//! `q` to negatives); the last inverse stage folds in `1/n` as a product, which is already
-//! centered.
+//! The last forward stage reduces its outputs to `[0, q)`: where the plan's bound is below
+//! `2^50`, in three operations (`x − ⌊(x + 1/2)/q⌋·q`, exact there: `Kernel::canon_floor`),
+//! otherwise a centered reduction, then adding `q` to negatives. The last inverse stage
+//! folds in `1/n` as a product, which is already centered, and corrects it the same way.
 //!
 //! # Passes over memory
 //! Stages run two at a time (radix 4: four vectors loaded, two butterfly layers, four
@@ -111,10 +112,16 @@ macro_rules! with_gs {
 macro_rules! with_gs_last {
     ($red:expr, $n_inv:expr, $b:ident => $body:expr) => {
         if $red {
-            let $b = GsLast::<true> { n_inv: $n_inv };
+            let $b = GsLast::<true> {
+                n_inv: $n_inv.0,
+                floor: $n_inv.1,
+            };
             $body
         } else {
-            let $b = GsLast::<false> { n_inv: $n_inv };
+            let $b = GsLast::<false> {
+                n_inv: $n_inv.0,
+                floor: $n_inv.1,
+            };
             $body
         }
     };
@@ -159,6 +166,9 @@ pub(crate) struct F64Ntt {
     /// The last inverse products may reach `q` in magnitude (large primes only) and take a
     /// centered reduction before the final correction.
     inv_last_reduce: bool,
+    /// Whether the forward outputs and the last inverse products are small enough for
+    /// [`Kernel::canon_floor`].
+    floor: (bool, bool),
 }
 
 fn stage(twiddles: &[u64], t: usize, reduce: bool) -> Stage {
@@ -172,9 +182,12 @@ fn stage(twiddles: &[u64], t: usize, reduce: bool) -> Stage {
     }
 }
 
-/// Reduction schedule of the forward transform for `log_n` stages, `None` if some stage
-/// cannot be kept exact.
-fn forward_schedule(q: f64, log_n: u32) -> Option<Vec<bool>> {
+/// Largest bound on `|x|` for which [`Kernel::canon_floor`] is exact (see there).
+const FLOOR_MAX: f64 = TWO52 / 4.0;
+
+/// Reduction schedule of the forward transform for `log_n` stages, and whether its outputs
+/// may take the cheaper final reduction; `None` if some stage cannot be kept exact.
+fn forward_schedule(q: f64, log_n: u32) -> Option<(Vec<bool>, bool)> {
     let mut b = q - 1.0;
     let mut flags = Vec::with_capacity(log_n as usize);
     for s in 0..log_n {
@@ -193,12 +206,12 @@ fn forward_schedule(q: f64, log_n: u32) -> Option<Vec<bool>> {
         flags.push(reduce);
         b = out;
     }
-    Some(flags)
+    Some((flags, b + 1.0 <= FLOOR_MAX))
 }
 
-/// Reduction schedule of the inverse transform (flags per stage, and whether the last
-/// products need a reduction before the final correction).
-fn inverse_schedule(q: f64, log_n: u32) -> Option<(Vec<bool>, bool)> {
+/// Reduction schedule of the inverse transform (flags per stage, whether the last products
+/// need a reduction before the final correction, and whether it may be the cheaper one).
+fn inverse_schedule(q: f64, log_n: u32) -> Option<(Vec<bool>, bool, bool)> {
     let mut b = q - 1.0;
     let mut flags = Vec::with_capacity(log_n as usize);
     for s in 0..log_n {
@@ -214,7 +227,7 @@ fn inverse_schedule(q: f64, log_n: u32) -> Option<(Vec<bool>, bool)> {
                 return None;
             }
             flags.push(false);
-            return Some((flags, last_reduce));
+            return Some((flags, last_reduce, m + 1.0 <= FLOOR_MAX));
         }
         let reduce = sum > SOFT;
         let bu = if reduce { reduce_bound(q, sum) } else { sum };
@@ -241,8 +254,8 @@ impl F64Ntt {
         let simd = V3::try_new()?;
         let log_n = n.trailing_zeros();
         let qf = q as f64;
-        let fwd_flags = forward_schedule(qf, log_n)?;
-        let (inv_flags, inv_last_reduce) = inverse_schedule(qf, log_n)?;
+        let (fwd_flags, fwd_floor) = forward_schedule(qf, log_n)?;
+        let (inv_flags, inv_last_reduce, inv_floor) = inverse_schedule(qf, log_n)?;
         let pow = |base: u64, mut e: u64| {
             let (mut acc, mut b) = (1u64, base);
             while e > 0 {
@@ -280,6 +293,7 @@ impl F64Ntt {
             inv,
             n_inv: n_inv as f64,
             inv_last_reduce,
+            floor: (fwd_floor, inv_floor),
         })
     }
 
@@ -430,6 +444,7 @@ struct Kernel {
     simd: V3,
     q: __m256d,
     q_inv: __m256d,
+    half_q_inv: __m256d,
     zero: __m256d,
 }
 
@@ -474,6 +489,7 @@ impl<const RED: bool> Butterfly for Gs<RED> {
 #[derive(Clone, Copy)]
 struct GsLast<const RED: bool> {
     n_inv: __m256d,
+    floor: bool,
 }
 
 impl<const RED: bool> Butterfly for GsLast<RED> {
@@ -482,7 +498,9 @@ impl<const RED: bool> Butterfly for GsLast<RED> {
         let avx = k.simd.avx;
         let s = k.mul(avx._mm256_add_pd(u, v), self.n_inv);
         let d = k.mul(avx._mm256_sub_pd(u, v), w);
-        if RED {
+        if RED && self.floor {
+            (k.canon_floor(s), k.canon_floor(d))
+        } else if RED {
             (k.canon(s), k.canon(d))
         } else {
             (k.fix(s), k.fix(d))
@@ -497,6 +515,7 @@ impl Kernel {
             simd,
             q: simd.avx._mm256_set1_pd(q),
             q_inv: simd.avx._mm256_set1_pd(q_inv),
+            half_q_inv: simd.avx._mm256_set1_pd(q_inv * 0.5),
             zero: simd.avx._mm256_setzero_pd(),
         }
     }
@@ -526,6 +545,18 @@ impl Kernel {
     #[inline(always)]
     fn canon(self, x: __m256d) -> __m256d {
         self.fix(self.reduce(x))
+    }
+
+    /// To `[0, q)` in three operations, for `|x| < 2^50` (`FLOOR_MAX`): `x − k·q` with
+    /// `k = ⌊(x + 1/2)/q⌋`, evaluated as `⌊fma(x, 1/q, 1/(2q))⌋`. With `x = k·q + r`,
+    /// `0 ≤ r < q`, the exact quotient is `k + (r + 1/2)/q`, at least `1/(2q)` away from an
+    /// integer, and the computed one is off by at most `2.0001u·(|x| + 1)/q < 1/(2q)`
+    /// (two roundings, `1/q` and the fused product), so the floor is exactly `k`.
+    #[inline(always)]
+    fn canon_floor(self, x: __m256d) -> __m256d {
+        let (avx, fma) = (self.simd.avx, self.simd.fma);
+        let k = avx._mm256_floor_pd(fma._mm256_fmadd_pd(x, self.q_inv, self.half_q_inv));
+        fma._mm256_fnmadd_pd(k, self.q, x)
     }
 
     /// A centered representative of `a·w mod q` (see the module docs for its bound).
@@ -606,11 +637,11 @@ impl Kernel {
     /// eight, shuffled in registers between stages, then brought to `[0, q)`. Blocks go four
     /// at a time, interleaved: one block is a long dependency chain.
     #[inline(always)]
-    fn forward_tail(self, a: &mut [V], st: [&Stage; 3], e0: usize) {
+    fn forward_tail(self, a: &mut [V], st: [&Stage; 3], e0: usize, floor: bool) {
         let w4 = &st[0].w[e0 / 8..];
         let w2 = pulp::as_arrays::<4, f64>(&st[1].w[e0 / 2..]).0;
         let w1 = pulp::as_arrays::<4, f64>(&st[2].w[e0 / 2..]).0;
-        let red = (st[0].reduce, st[1].reduce);
+        let red = (st[0].reduce, st[1].reduce, floor);
         let mut blocks = a.chunks_exact_mut(2 * TAIL);
         let mut i = 0;
         for c in &mut blocks {
@@ -630,7 +661,7 @@ impl Kernel {
         self,
         c: &mut [V],
         (w4, w2, w1): (&[f64], &[[f64; 4]], &[[f64; 4]]),
-        (r4, r2): (bool, bool),
+        (r4, r2, floor): (bool, bool, bool),
     ) {
         let avx = self.simd.avx;
         let mut p = [self.zero; K];
@@ -663,7 +694,11 @@ impl Kernel {
             let e = avx._mm256_unpacklo_pd(p[i], r[i]);
             let o = avx._mm256_unpackhi_pd(p[i], r[i]);
             let (e, o) = Ct::<false>.apply(self, e, o, pulp::cast(w1[i]));
-            (p[i], r[i]) = (self.canon(e), self.canon(o));
+            (p[i], r[i]) = if floor {
+                (self.canon_floor(e), self.canon_floor(o))
+            } else {
+                (self.canon(e), self.canon(o))
+            };
         }
         // Back to (x0..x3), (x4..x7).
         for i in 0..K {
@@ -859,7 +894,7 @@ impl Kernel {
     #[inline(always)]
     fn inverse_stages(self, plan: &F64Ntt, a: &mut [V], (from, to): (usize, usize), e0: usize) {
         let last = plan.inv.len() - 1;
-        let n_inv = self.splat(plan.n_inv);
+        let n_inv = (self.splat(plan.n_inv), plan.floor.1);
         let red = plan.inv_last_reduce;
         let mut s = from;
         while s < to {
@@ -907,7 +942,7 @@ impl Kernel {
             let e0 = i * chunk;
             self.forward_stages(plan, c, (outer, stages - 3), e0);
             let st = [s4, s2, s1];
-            self.forward_tail(c, st, e0);
+            self.forward_tail(c, st, e0, plan.floor.0);
         }
     }
 
@@ -966,19 +1001,23 @@ mod tests {
             }
         }
         let q = ntt_primes(&[40], 8192).unwrap()[0] as f64;
-        let fwd = forward_schedule(q, 13).unwrap();
+        let (fwd, fwd_floor) = forward_schedule(q, 13).unwrap();
         assert!(
             fwd.iter().all(|&r| !r),
             "40-bit forward: no reduction before the end"
         );
-        let (inv, last) = inverse_schedule(q, 13).unwrap();
+        let (inv, last, inv_floor) = inverse_schedule(q, 13).unwrap();
         assert!(
             inv.iter().all(|&r| !r),
             "40-bit inverse: sums reach 2^52 only at the end"
         );
         assert!(last, "so the last products need their reduction");
+        assert!(
+            fwd_floor && inv_floor,
+            "40-bit: the three-operation final reduction"
+        );
         let q = ntt_primes(&[50], 8192).unwrap()[0] as f64;
-        assert!(forward_schedule(q, 13).unwrap().iter().any(|&r| r));
+        assert!(forward_schedule(q, 13).unwrap().0.iter().any(|&r| r));
         assert!(inverse_schedule(q, 13).unwrap().0.iter().any(|&r| r));
     }
 
@@ -1012,6 +1051,36 @@ mod tests {
                     let r = (-k).mul_add(qf, a);
                     assert!(r.abs() <= reduce_bound(qf, b));
                 }
+            }
+        }
+    }
+
+    /// The three-operation final reduction is exact up to its bound, at the points where a
+    /// floor is most fragile: multiples of `q` and their neighbours.
+    #[test]
+    fn floor_reduction_is_exact_below_its_bound() {
+        for bits in [20u32, 30, 40, 41, 45, 49, 50] {
+            let q = ntt_primes(&[bits], 16).unwrap()[0];
+            let (qf, qi) = (q as f64, 1.0 / q as f64);
+            let top = (FLOOR_MAX - 1.0) as i64;
+            let kmax = top / q as i64;
+            let mut xs = vec![top, -top, 0, 1, -1];
+            let ks = [1, 2, 3, 7, kmax / 3, kmax - 1, kmax];
+            for k in ks.into_iter().filter(|&k| (0..=kmax).contains(&k)) {
+                for d in [-1i64, 0, 1] {
+                    for sign in [1i64, -1] {
+                        let x = sign * (k * q as i64 + d);
+                        if x.abs() <= top {
+                            xs.push(x);
+                        }
+                    }
+                }
+            }
+            for x in xs {
+                let xf = x as f64;
+                let k = xf.mul_add(qi, qi * 0.5).floor();
+                let r = (-k).mul_add(qf, xf);
+                assert_eq!(r as i64, x.rem_euclid(q as i64), "{bits} bits, x = {x}");
             }
         }
     }
