@@ -21,11 +21,14 @@ struct Scratch {
     d_ntt: Vec<u64>,
     coeff: Vec<u64>,
     digit: Vec<u64>,
-    acc: [Vec<u64>; 2],
     ext_p: [Vec<u64>; 2],
     conv: [Vec<u64>; 2],
     conv_tmp: Vec<u64>,
 }
+
+/// The subtrahends `conv` (one limb per output) and `(P^{-1}, its Shoup companion)` of the
+/// fused mod-down.
+type ModDown<'a> = ([&'a [u64]; 2], (u64, u64));
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
@@ -82,7 +85,6 @@ pub(crate) fn key_switch_add_permuted(
             d_ntt: d_perm,
             coeff,
             digit,
-            acc,
             ext_p,
             conv,
             conv_tmp,
@@ -122,32 +124,39 @@ pub(crate) fn key_switch_add_permuted(
         for (limb, plan) in coeff.chunks_exact_mut(n).zip(q_basis.plans()) {
             plan.inverse(limb);
         }
-        digit.resize(n, 0);
-        // The extended product in target prime `t` of `Q_l ∪ P`, added into `(acc0, acc1)`:
-        // `Σ_j digit_j · key_j`, one digit buffer reused (it stays in cache between the lift,
-        // the transform and the two products).
-        let mut accumulate = |t: usize, key_limb: usize, acc0: &mut [u64], acc1: &mut [u64]| {
+        digit.resize(nl * n, 0);
+        // The extended product in target prime `t` of `Q_l ∪ P` is `Σ_j digit_j · key_j`,
+        // every digit lifted and transformed first so that the two inner products run in one
+        // pass with one reduction per output. `mod_down = Some((conv_k, P^{-1}))` adds
+        // `(product − conv) · P^{-1}` to the outputs instead of storing the product.
+        let mut accumulate = |t: usize,
+                              key_limb: usize,
+                              (acc0, acc1): (&mut [u64], &mut [u64]),
+                              mod_down: Option<ModDown<'_>>| {
             let mt = qp.moduli()[t];
             let plan_t = &qp.plans()[t];
-            acc0.fill(0);
-            acc1.fill(0);
-            for j in 0..nl {
-                let x: &[u64] = if t == j {
-                    // The digit's own prime: `d` is already that digit in NTT form.
-                    &d_ntt[j * n..(j + 1) * n]
-                } else {
+            for (j, dj) in digit.chunks_exact_mut(n).enumerate().take(nl) {
+                if t != j {
                     // Centered digits: half the noise of [0, q_j) digits, and no bias that
                     // would pile up in the low-frequency slots.
-                    mt.lift_centered(
-                        digit,
-                        &coeff[j * n..(j + 1) * n],
-                        q_basis.moduli()[j].value(),
-                    );
-                    plan_t.forward(digit);
-                    digit
-                };
-                plan_t.mul_accumulate(acc0, x, key.b[j].limb(key_limb));
-                plan_t.mul_accumulate(acc1, x, key.a[j].limb(key_limb));
+                    mt.lift_centered(dj, &coeff[j * n..(j + 1) * n], q_basis.moduli()[j].value());
+                    plan_t.forward(dj);
+                }
+            }
+            // The digit's own prime: `d` is already that digit in NTT form.
+            let xs: Vec<&[u64]> = (0..nl)
+                .map(|j| {
+                    let src: &[u64] = if t == j { d_ntt } else { digit };
+                    &src[j * n..(j + 1) * n]
+                })
+                .collect();
+            let ys0: Vec<&[u64]> = key.b[..nl].iter().map(|k| k.limb(key_limb)).collect();
+            let ys1: Vec<&[u64]> = key.a[..nl].iter().map(|k| k.limb(key_limb)).collect();
+            match mod_down {
+                None => plan_t.dot_product_pair(acc0, acc1, &xs, &ys0, &ys1),
+                Some(([c0, c1], w)) => {
+                    plan_t.dot_product_pair_mod_down((acc0, acc1), &xs, (&ys0, &ys1), (c0, c1), w)
+                }
             }
         };
         // 1. The special primes, divided back to `Q_l` (`conv`) before any prime of `Q_l`.
@@ -157,27 +166,22 @@ pub(crate) fn key_switch_add_permuted(
         for k in 0..np {
             let [e0, e1] = &mut *ext_p;
             let range = k * n..(k + 1) * n;
-            accumulate(nl + k, nq_all + k, &mut e0[range.clone()], &mut e1[range]);
+            accumulate(
+                nl + k,
+                nq_all + k,
+                (&mut e0[range.clone()], &mut e1[range]),
+                None,
+            );
         }
         for (e, c) in ext_p.iter_mut().zip(conv.iter_mut()) {
             special_to_q(params, level, e, c, conv_tmp)?;
         }
-        // 2. Each prime of `Q_l`: its product, then at once `out += (product − conv) · P^{-1}`
-        // while the product is still in cache.
-        let [acc0, acc1] = acc;
-        acc0.resize(n, 0);
-        acc1.resize(n, 0);
+        // 2. Each prime of `Q_l`: its product, and at once `out += (product − conv) · P^{-1}`.
         for i in 0..nl {
-            accumulate(i, i, acc0, acc1);
-            let m = q_basis.moduli()[i];
-            let (pinv, pinv_shoup) = params.p_inv_mod_q[i];
-            for (out, acc, c) in [
-                (&mut *out0, &*acc0, &conv[0]),
-                (&mut *out1, &*acc1, &conv[1]),
-            ] {
-                let c = &c[i * n..(i + 1) * n];
-                scale::sub_mul_shoup_add(&m, out.limb_mut(i), acc, c, pinv, pinv_shoup);
-            }
+            let range = i * n..(i + 1) * n;
+            let c = [&conv[0][range.clone()], &conv[1][range]];
+            let outs = (out0.limb_mut(i), out1.limb_mut(i));
+            accumulate(i, i, outs, Some((c, params.p_inv_mod_q[i])));
         }
         Ok(())
     })
