@@ -236,11 +236,27 @@ impl Evaluator {
     /// [`HeError::ParamMismatch`], [`HeError::LevelMismatch`].
     pub fn mul_plain(&self, a: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
         let basis = self.check_pair(a, pt.param_id, pt.level)?;
-        let polys = a
-            .polys
-            .iter()
-            .map(|p| Poly::mul(p, &pt.poly, basis))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let polys = if let [c0, c1] = a.polys.as_slice() {
+            // Both parts times the same plaintext: one pass per limb through the plan's
+            // paired product (double precision for the small primes).
+            let (mut o0, mut o1) = (Poly::<Ntt>::zero(basis), Poly::<Ntt>::zero(basis));
+            for (i, plan) in basis.plans().iter().enumerate() {
+                let p = [pt.poly.limb(i)];
+                plan.dot_product_pair(
+                    o0.limb_mut(i),
+                    o1.limb_mut(i),
+                    &p,
+                    &[c0.limb(i)],
+                    &[c1.limb(i)],
+                );
+            }
+            vec![o0, o1]
+        } else {
+            a.polys
+                .iter()
+                .map(|p| Poly::mul(p, &pt.poly, basis))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+        };
         Ok(Ciphertext {
             polys,
             param_id: a.param_id,
