@@ -160,6 +160,9 @@ pub enum HeError {
         /// Slot count.
         slots: usize,
     },
+    /// An invariant that the types guarantee did not hold (a bug in this crate).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 /// Why a parameter literal was rejected.

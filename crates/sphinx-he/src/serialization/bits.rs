@@ -156,6 +156,28 @@ pub(crate) fn unpack_checked(
     Ok(())
 }
 
+/// Checks that the bits after the last of `count` fields of `width` bits in `bytes` (the
+/// padding of the last byte) are zero, for a run whose every field is admissible (a
+/// power-of-two modulus): what [`unpack_checked`] would check, without unpacking.
+pub(crate) fn check_padding(
+    bytes: &[u8],
+    count: usize,
+    width: u32,
+    at: Location,
+) -> Result<(), DecodeError> {
+    if bytes.len() != packed_len(count, width) {
+        return Err(DecodeError::Internal("limb slice length"));
+    }
+    let used = (count * width as usize) % 8;
+    match bytes.last() {
+        Some(&last) if used != 0 && last >> used != 0 => Err(DecodeError::NonzeroPadding {
+            component: at.component,
+            limb: at.limb,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Widths with a compiled 64-value block kernel (see the module docs).
 const SPECIALIZED: std::ops::RangeInclusive<u32> = 20..=62;
 
@@ -367,6 +389,22 @@ mod tests {
         let mut out = [0u64; 3];
         let err = unpack_checked(&bytes, 3, 8, &mut out, AT).unwrap_err();
         assert!(matches!(err, DecodeError::NonzeroPadding { .. }), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn padding_check_agrees_with_unpacking(width in 1u32..64, count in 1usize..150, flip in 0u32..8, seed in any::<u64>()) {
+            let values: Vec<u64> = (0..count as u64).map(|i| (seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) & ((1u64 << width) - 1)).collect();
+            let mut bytes = Vec::new();
+            pack(&values, width, &mut bytes);
+            prop_assert!(check_padding(&bytes, count, width, AT).is_ok());
+            if let Some(last) = bytes.last_mut() {
+                *last ^= 1 << flip;
+            }
+            let mut out = vec![0u64; count];
+            let unpacked = unpack_checked(&bytes, width, 1u64 << width, &mut out, AT);
+            prop_assert_eq!(check_padding(&bytes, count, width, AT).is_ok(), unpacked.is_ok());
+        }
     }
 
     #[test]

@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use sphinx_math::{Coeff, Poly};
 
-use super::bits::{Location, pack, packed_len, unpack_checked};
+use super::bits::{Location, check_padding, pack, packed_len, unpack_checked};
 use super::envelope::{HEADER_LEN, ObjectType};
 use super::objects::{expect_payload, open, read_scale, write_header};
 use super::{DecodeError, Serializable, residue_bits};
@@ -58,8 +58,16 @@ pub struct CompactCiphertext {
     bits: u32,
     scale: f64,
     size: usize,
-    /// `size · N` values below `2^bits`, part-major, coefficient domain.
-    coeffs: Vec<u64>,
+    /// `size` parts of `N` values below `2^bits` (coefficient domain), each packed at
+    /// exactly `bits` bits as the wire format has them: a result is compacted to travel, so
+    /// it is kept in its wire form (`to_bytes`/`from_bytes` copy it; only the receiver's
+    /// lift unpacks it, fused with the lift).
+    packed: Vec<u8>,
+}
+
+thread_local! {
+    /// One part switched to `2^bits`, before it is packed.
+    static SWITCHED: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Bytes before the polynomials: size, bits, scale.
@@ -253,24 +261,29 @@ impl CompactCiphertext {
         }
         let n = params.n();
         let switch = SwitchDown::new(q0(params)?, bits);
-        let mut coeffs = Vec::with_capacity(size * n);
-        for p in parts {
-            let data = p.data();
-            if data.len() != n {
-                return Err(HeError::InvalidLevel {
-                    level: data.len() / n.max(1),
-                    min: 0,
-                    max: 0,
-                });
+        let mut packed = Vec::with_capacity(size * packed_len(n, bits));
+        SWITCHED.with_borrow_mut(|switched| {
+            for p in parts {
+                let data = p.data();
+                if data.len() != n {
+                    return Err(HeError::InvalidLevel {
+                        level: data.len() / n.max(1),
+                        min: 0,
+                        max: 0,
+                    });
+                }
+                switched.clear();
+                switched.extend(data.iter().map(|&c| switch.apply(c)));
+                pack(switched, bits, &mut packed);
             }
-            coeffs.extend(data.iter().map(|&c| switch.apply(c)));
-        }
+            Ok(())
+        })?;
         Ok(Self {
             param_id: params.id(),
             bits,
             scale,
             size,
-            coeffs,
+            packed,
         })
     }
 
@@ -280,11 +293,24 @@ impl CompactCiphertext {
     pub(crate) fn lifted_coeffs(&self, params: &Parameters) -> Result<Vec<u64>> {
         params.check_id(self.param_id)?;
         let q = q0(params)?;
-        Ok(self
-            .coeffs
-            .iter()
-            .map(|&c| lift_one(c, q, self.bits))
-            .collect())
+        let n = params.n();
+        let mut out = vec![0u64; self.size * n];
+        let part_len = packed_len(n, self.bits);
+        for (component, (dst, src)) in out
+            .chunks_exact_mut(n)
+            .zip(self.packed.chunks_exact(part_len))
+            .enumerate()
+        {
+            let at = Location { component, limb: 0 };
+            // Checked when the bytes came in (padding) or written by `pack` (values): this
+            // cannot fail for a constructed value.
+            unpack_checked(src, self.bits, 1u64 << self.bits, dst, at)
+                .map_err(|_| HeError::Internal("compact parts do not unpack"))?;
+            for c in dst.iter_mut() {
+                *c = lift_one(*c, q, self.bits);
+            }
+        }
+        Ok(out)
     }
 
     /// The level-0 ciphertext the receiver decrypts: each part lifted back to `q_0`.
@@ -341,9 +367,7 @@ impl Serializable for CompactCiphertext {
         out.push(self.size as u8);
         out.push(self.bits as u8);
         out.extend_from_slice(&self.scale.to_bits().to_le_bytes());
-        for part in self.coeffs.chunks_exact(params.n()) {
-            pack(part, self.bits, &mut out);
-        }
+        out.extend_from_slice(&self.packed);
         debug_assert_eq!(out.len(), len);
         Ok(out)
     }
@@ -378,11 +402,12 @@ impl Serializable for CompactCiphertext {
         }
         let n = params.n();
         expect_payload(&header, PREFIX_LEN + size * packed_len(n, bits))?;
-        let mut coeffs = vec![0u64; size * n];
-        for (component, part) in coeffs.chunks_exact_mut(n).enumerate() {
-            let src = r.take(packed_len(n, bits))?;
-            let at = Location { component, limb: 0 };
-            unpack_checked(src, bits, 1u64 << bits, part, at)?;
+        // Every field below 2^bits is a valid residue: only the padding after each part's
+        // last field needs checking, and the parts are kept packed.
+        let part_len = packed_len(n, bits);
+        let packed = r.take(size * part_len)?.to_vec();
+        for (component, part) in packed.chunks_exact(part_len).enumerate() {
+            check_padding(part, n, bits, Location { component, limb: 0 })?;
         }
         r.finish()?;
         Ok(Self {
@@ -390,7 +415,7 @@ impl Serializable for CompactCiphertext {
             bits,
             scale,
             size,
-            coeffs,
+            packed,
         })
     }
 }
