@@ -315,6 +315,16 @@ mod tests {
     use crate::primes::ntt_primes;
     use proptest::prelude::*;
 
+    /// A cheap deterministic stream of test words from `seed` (64-bit LCG, high bits folded).
+    fn lcg(mut s: u64) -> impl FnMut() -> u64 {
+        move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            s ^ (s >> 29)
+        }
+    }
+
     fn schoolbook(a: &[u64], b: &[u64], m: &Modulus) -> Vec<u64> {
         let n = a.len();
         let mut out = vec![0u64; n];
@@ -379,8 +389,8 @@ mod tests {
             let q = ntt_primes(&[bits], n).unwrap()[0];
             let m = Modulus::new(q).unwrap();
             let plan = NttPlan::new(n, m).unwrap();
-            let mut s = seed;
-            let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); m.reduce(s ^ (s >> 29)) };
+            let mut raw = lcg(seed);
+            let mut next = || m.reduce(raw());
             let a: Vec<u64> = (0..n).map(|_| next()).collect();
             let b: Vec<u64> = (0..n).map(|_| next()).collect();
             let expected = schoolbook(&a, &b, &m);
@@ -417,11 +427,7 @@ mod tests {
                 plan.plan32.is_some() || plan.small.is_some() || pulp::x86::V3::try_new().is_none()
             );
             prop_assert!(plan.plan32.is_none() || bits < 31);
-            let mut s = seed;
-            let mut next = || {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                s ^ (s >> 29)
-            };
+            let mut next = lcg(seed);
             let a: Vec<u64> = (0..n)
                 .map(|_| match fill {
                     0 => q - 1,
@@ -460,10 +466,9 @@ mod tests {
             let q = ntt_primes(&[bits], n).unwrap()[0];
             let m = Modulus::new(q).unwrap();
             let plan = NttPlan::new(n, m).unwrap();
-            let mut s = seed;
+            let mut raw = lcg(seed);
             let mut next = || {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                let r = s ^ (s >> 29);
+                let r = raw();
                 match fill {
                     0 => q - 1,
                     1 => r % 2 * (q - 1),
@@ -514,18 +519,12 @@ mod tests {
                 let q = ntt_primes(&[bits], n).unwrap()[0];
                 let m = Modulus::new(q).unwrap();
                 let plan = NttPlan::new(n, m).unwrap();
-                let mut s = u64::from(bits) << log_n;
+                let mut next = lcg(u64::from(bits) << log_n);
                 for fill in 0..2 {
                     let a: Vec<u64> = (0..n)
                         .map(|_| {
-                            s = s
-                                .wrapping_mul(6364136223846793005)
-                                .wrapping_add(1442695040888963407);
-                            if fill == 0 {
-                                q - 1
-                            } else {
-                                m.reduce(s ^ (s >> 29))
-                            }
+                            let r = next();
+                            if fill == 0 { q - 1 } else { m.reduce(r) }
                         })
                         .collect();
                     let (mut ours, mut theirs) = (a.clone(), a.clone());

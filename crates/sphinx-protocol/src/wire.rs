@@ -701,6 +701,36 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 }
 
 /// A body read in two parts, whole again (for frames whose payload is small).
+/// The frame of a message kind whose body is a model id and a raw payload, the payload
+/// written in place by `encode` (`payload_len` bytes).
+fn model_frame(
+    kind: u8,
+    seq: u64,
+    model: ModelId,
+    payload_len: usize,
+    encode: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+) -> Result<Vec<u8>> {
+    let mut w = FrameWriter::new(kind, seq, 8 + payload_len);
+    w.u64(model.0);
+    encode(&mut w.out)?;
+    w.finish()
+}
+
+/// Kind, sequence number and model of a split body's `head` when it is exactly the part
+/// before the payload of one of `kinds` (whose payload is then the tail as it is).
+fn model_head(head: &[u8], kinds: &[u8]) -> Result<Option<(u8, u64, ModelId)>> {
+    if head.len() != PAYLOAD_OFFSET {
+        return Ok(None);
+    }
+    let (k, seq, mut r) = open(head)?;
+    if !kinds.contains(&k) {
+        return Ok(None);
+    }
+    let model = r.model()?;
+    r.finish()?;
+    Ok(Some((k, seq, model)))
+}
+
 fn joined(head: &[u8], tail: &[u8]) -> Vec<u8> {
     let mut body = Vec::with_capacity(head.len() + tail.len());
     body.extend_from_slice(head);
@@ -806,10 +836,9 @@ impl Request {
         message: &ClientMessage,
         params: &Parameters,
     ) -> Result<Vec<u8>> {
-        let mut w = FrameWriter::new(kind::TRAIN, seq, 8 + message.wire_len(params)?);
-        w.u64(model.0);
-        message.encode_into(params, &mut w.out)?;
-        w.finish()
+        model_frame(kind::TRAIN, seq, model, message.wire_len(params)?, |out| {
+            message.encode_into(params, out)
+        })
     }
 
     /// [`from_body`](Self::from_body) of a body read in two parts: `head`, its first
@@ -820,24 +849,19 @@ impl Request {
     /// # Errors
     /// As [`from_body`](Self::from_body).
     pub fn from_split_body(head: &[u8], tail: Vec<u8>) -> Result<(u64, Self)> {
-        if head.len() == PAYLOAD_OFFSET {
-            let (k, seq, mut r) = open(head)?;
-            if matches!(k, kind::TRAIN | kind::INFERENCE) {
-                let model = r.model()?;
-                r.finish()?;
-                let req = if k == kind::TRAIN {
-                    Self::Train {
-                        model,
-                        message: tail,
-                    }
-                } else {
-                    Self::Inference {
-                        model,
-                        payload: tail,
-                    }
-                };
-                return Ok((seq, req));
-            }
+        if let Some((k, seq, model)) = model_head(head, &[kind::TRAIN, kind::INFERENCE])? {
+            let req = if k == kind::TRAIN {
+                Self::Train {
+                    model,
+                    message: tail,
+                }
+            } else {
+                Self::Inference {
+                    model,
+                    payload: tail,
+                }
+            };
+            return Ok((seq, req));
         }
         Self::from_body(&joined(head, &tail))
     }
@@ -997,10 +1021,13 @@ impl Response {
         message: &ServerMessage,
         params: &Parameters,
     ) -> Result<Vec<u8>> {
-        let mut w = FrameWriter::new(kind::TRAINING, seq, 8 + message.wire_len(params)?);
-        w.u64(model.0);
-        message.encode_into(params, &mut w.out)?;
-        w.finish()
+        model_frame(
+            kind::TRAINING,
+            seq,
+            model,
+            message.wire_len(params)?,
+            |out| message.encode_into(params, out),
+        )
     }
 
     /// [`from_body`](Self::from_body) of a body read in two parts, as
@@ -1010,27 +1037,25 @@ impl Response {
     /// # Errors
     /// As [`from_body`](Self::from_body).
     pub fn from_split_body(head: &[u8], tail: Vec<u8>) -> Result<(u64, Self)> {
-        if head.len() == PAYLOAD_OFFSET {
-            let (k, seq, mut r) = open(head)?;
-            if matches!(k, kind::TRAINING | kind::EXPORTED | kind::INFERENCE_REPLY) {
-                let model = r.model()?;
-                r.finish()?;
-                let resp = match k {
-                    kind::TRAINING => Self::Training {
-                        model,
-                        message: tail,
-                    },
-                    kind::EXPORTED => Self::Exported {
-                        model,
-                        message: tail,
-                    },
-                    _ => Self::Inference {
-                        model,
-                        payload: tail,
-                    },
-                };
-                return Ok((seq, resp));
-            }
+        if let Some((k, seq, model)) = model_head(
+            head,
+            &[kind::TRAINING, kind::EXPORTED, kind::INFERENCE_REPLY],
+        )? {
+            let resp = match k {
+                kind::TRAINING => Self::Training {
+                    model,
+                    message: tail,
+                },
+                kind::EXPORTED => Self::Exported {
+                    model,
+                    message: tail,
+                },
+                _ => Self::Inference {
+                    model,
+                    payload: tail,
+                },
+            };
+            return Ok((seq, resp));
         }
         Self::from_body(&joined(head, &tail))
     }
