@@ -407,6 +407,10 @@ pub struct Parameters {
     pub(crate) p_half_mod_q: Vec<u64>,
     pub(crate) p_half_mod_p: Vec<u64>,
     pub(crate) crt: Vec<CrtLevel>,
+    /// Per ciphertext prime: the NTT of the monomial `X^{N/2}` (the imaginary unit in every
+    /// slot) and its Shoup companions, for
+    /// [`Evaluator::add_imaginary_assign`](crate::Evaluator::add_imaginary_assign).
+    pub(crate) imaginary_unit: Vec<(Vec<u64>, Vec<u64>)>,
 }
 
 impl Parameters {
@@ -500,6 +504,17 @@ impl Parameters {
         let crt = (0..nq)
             .map(|l| crt_level(&q_moduli[..=l]))
             .collect::<Result<Vec<_>>>()?;
+        let imaginary_unit = q_moduli
+            .iter()
+            .zip(full_basis.plans())
+            .map(|(m, plan)| {
+                let mut unit = vec![0u64; n];
+                unit[n / 2] = 1;
+                plan.forward(&mut unit);
+                let shoup = unit.iter().map(|&w| m.shoup(w)).collect();
+                (unit, shoup)
+            })
+            .collect();
         let id = ParamId(digest(&literal, &all_primes));
         Ok(Self {
             literal,
@@ -516,6 +531,7 @@ impl Parameters {
             p_half_mod_q,
             p_half_mod_p,
             crt,
+            imaginary_unit,
         })
     }
 

@@ -393,7 +393,7 @@ impl Client {
         };
         let (units, positions) = (plan.units(), plan.positions());
         let packed_len = units.div_ceil(self.replicas) * positions;
-        self.check_batch(&b, kind, packed_len + units)?;
+        self.check_batch(&b, kind, packed_len.div_ceil(2) + units.div_ceil(2))?;
         let t = Instant::now();
         let mut cur = self.decrypt_forward(&b.cts, units, positions, batch_len)?;
         let mut stack = Vec::new();
@@ -447,9 +447,9 @@ impl Client {
             ));
         }
         let in_dim = self.model.layers()[self.param_idx[k]].in_dim();
-        self.check_batch(&b, kind, in_dim)?;
+        self.check_batch(&b, kind, in_dim.div_ceil(2))?;
         let t = Instant::now();
-        let mut grad = self.decrypt_block_sums(&b.cts, batch_len)?;
+        let mut grad = self.decrypt_block_sums(&b.cts, in_dim, batch_len)?;
         let stack = std::mem::take(&mut self.state_mut(kind)?.stacks[k - 1]);
         for (layer, input) in self.stack(k - 1).iter().zip(&stack).rev() {
             grad = backward_nonlinear(layer, input.view(), grad.view())?;
@@ -475,7 +475,16 @@ impl Client {
         let (units, patch, r_count, block) =
             (plan.units(), plan.patch(), self.replicas, self.block);
         let first = g.first as usize;
-        if g.step != self.step || first + g.cts.len() > units.div_ceil(r_count) * patch {
+        // The chunk's results, two per ciphertext, from an even index: all that are left
+        // of the layer or two per ciphertext, whichever is fewer.
+        let count = (units.div_ceil(r_count) * patch)
+            .checked_sub(first)
+            .map_or(0, |left| left.min(2 * g.cts.len()));
+        if g.step != self.step
+            || !first.is_multiple_of(2)
+            || count == 0
+            || count.div_ceil(2) != g.cts.len()
+        {
             return Err(ProtocolError::InvalidMessage {
                 kind,
                 reason: "gradient chunk outside the layer or the step".into(),
@@ -483,7 +492,7 @@ impl Client {
         }
         let batch_len = self.state_mut(kind)?.batch_len;
         let t = Instant::now();
-        let slots = self.decrypt_results(&g.cts)?;
+        let slots = self.decrypt_results(&g.cts, count)?;
         let g_total = self.g_total;
         let state = self.state_mut(kind)?;
         for (i, values) in slots.iter().enumerate() {
@@ -499,7 +508,7 @@ impl Client {
                 }
             }
         }
-        state.received += g.cts.len();
+        state.received += count;
         let done = state.received == g_total && state.backward_done;
         let out = if done {
             Some(self.finish_step()?)
@@ -619,13 +628,23 @@ impl Client {
             .collect()
     }
 
-    /// [`decrypt_slots`](Self::decrypt_slots) of compact results, decrypted in the
-    /// coefficient domain they arrive in.
-    fn decrypt_results(&self, cts: &[CompactCiphertext]) -> Result<Vec<Vec<f64>>> {
+    /// The first `count` results of compact ciphertexts that carry them in pairs (result
+    /// `2j` in the real parts of ciphertext `j`, `2j + 1` in its imaginary parts), each as
+    /// its slot values; decrypted in the coefficient domain they arrive in.
+    fn decrypt_results(&self, cts: &[CompactCiphertext], count: usize) -> Result<Vec<Vec<f64>>> {
         let (sk, encoder) = (&self.sk, &self.encoder);
-        cts.par_iter()
-            .map(|ct| Ok(encoder.decode_coeffs(&sk.decrypt_compact(ct)?, 0, ct.scale())?))
-            .collect()
+        let pairs = cts
+            .par_iter()
+            .map(|ct| {
+                let slots =
+                    encoder.decode_coeffs_complex(&sk.decrypt_compact(ct)?, 0, ct.scale())?;
+                Ok([
+                    slots.iter().map(|z| z.re).collect::<Vec<f64>>(),
+                    slots.iter().map(|z| z.im).collect(),
+                ])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(pairs.into_iter().flatten().take(count).collect())
     }
 
     /// A layer's pre-activations `z = Wa + b` (`rows × units·positions`) from a forward
@@ -640,11 +659,11 @@ impl Client {
     ) -> Result<Array2<f32>> {
         let (replicas, block) = (self.replicas, self.block);
         let packed_len = units.div_ceil(replicas) * positions;
-        let (packed, biases) = cts.split_at(packed_len.min(cts.len()));
-        let slots = self.decrypt_results(packed)?;
+        let (packed, biases) = cts.split_at(packed_len.div_ceil(2).min(cts.len()));
+        let slots = self.decrypt_results(packed, packed_len)?;
         // Every slot of [b_o] holds b_o: their mean averages the encryption noise away.
         let biases: Vec<f64> = self
-            .decrypt_results(biases)?
+            .decrypt_results(biases, units)?
             .iter()
             .map(|v| v.iter().sum::<f64>() / v.len().max(1) as f64)
             .collect();
@@ -663,12 +682,17 @@ impl Client {
         Ok(out)
     }
 
-    /// A backward output `[Wᵀδ]` (one ciphertext per input scalar whose `R` blocks hold
-    /// partial sums over the units of each block): the sum of the blocks, `rows × cts`.
-    fn decrypt_block_sums(&self, cts: &[CompactCiphertext], rows: usize) -> Result<Array2<f32>> {
+    /// A backward output `[Wᵀδ]` (one result per input scalar whose `R` blocks hold
+    /// partial sums over the units of each block): the sum of the blocks, `rows × inputs`.
+    fn decrypt_block_sums(
+        &self,
+        cts: &[CompactCiphertext],
+        inputs: usize,
+        rows: usize,
+    ) -> Result<Array2<f32>> {
         let (replicas, block) = (self.replicas, self.block);
-        let cols = self.decrypt_results(cts)?;
-        let mut out = Array2::zeros((rows, cts.len()));
+        let cols = self.decrypt_results(cts, inputs)?;
+        let mut out = Array2::zeros((rows, inputs));
         for (i, col) in cols.iter().enumerate() {
             for j in 0..rows {
                 let v: f64 = (0..replicas).filter_map(|r| col.get(r * block + j)).sum();

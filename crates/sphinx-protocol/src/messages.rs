@@ -41,9 +41,10 @@ use crate::codec::{Cursor, malformed};
 use crate::error::{ProtocolError, Result};
 
 /// The wire-format version this crate speaks. Version 2 packs `R` units per forward
-/// output, uploads only the packed `δ` and sends level-0 results compact (docs/protocol.md);
-/// a version-1 peer is refused by the envelope check.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// output, uploads only the packed `δ` and sends level-0 results compact; version 3 sends
+/// results two per ciphertext, in the real and imaginary parts of the slots
+/// (docs/protocol.md). A peer of another version is refused by the envelope check.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The oldest version of `Setup` that [`decode_setup`] still reads: its layout has not
 /// changed since version 1, so models a server stored under version 1 stay trainable.
@@ -192,7 +193,10 @@ pub struct CtBatch {
 }
 
 /// Level-0 results of a layer, compact (switched to `2^k`, `k` = [`result_bits`]): what
-/// the server sends and the client decrypts straight from the coefficient domain.
+/// the server sends and the client decrypts straight from the coefficient domain. Results
+/// travel two per ciphertext: result `2j` in the real parts of ciphertext `j`'s slots,
+/// `2j + 1` in their imaginary parts (a forward output packs its products and its biases
+/// separately, each list from its own first ciphertext).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResultBatch {
     /// Training step.
@@ -203,8 +207,10 @@ pub struct ResultBatch {
     pub cts: Vec<CompactCiphertext>,
 }
 
-/// A chunk of per-sample weight gradients of one layer. Ciphertext `i` is gradient
-/// number `k = first + i`, `k = G · patch + p`: its slot block `r` holds the gradient of
+/// A chunk of per-sample weight gradients of one layer, two per ciphertext as in
+/// [`ResultBatch`]: gradient number `k = first + 2i` is the real part of ciphertext `i`
+/// and `k + 1` its imaginary part (`first` is even). Gradient `k = G · patch + p`: its slot
+/// block `r` holds the gradient of
 /// `W[G·R + r, p]` for every sample (`R` = [`TrainingConfig::replicas`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WeightGradients {
@@ -212,7 +218,7 @@ pub struct WeightGradients {
     pub step: u64,
     /// Index among the parameterized layers.
     pub layer: u16,
-    /// Index of the first gradient ciphertext of this chunk within the layer.
+    /// Index of the first gradient of this chunk within the layer (even).
     pub first: u32,
     /// Relinearized two-part ciphertexts at level 0, compact.
     pub cts: Vec<CompactCiphertext>,

@@ -38,6 +38,9 @@ pub const GRADIENT_CHUNK: usize = 256;
 /// outputs, few enough to leave parallel tasks when a layer has a single position.
 const UNIT_BLOCK: usize = 8;
 
+// Gradient chunks and tasks start at even indices, so pairs of results never straddle them.
+const _: () = assert!(GRADIENT_CHUNK.is_multiple_of(2) && UNIT_BLOCK.is_multiple_of(2));
+
 /// Places `(index, ciphertext)` pieces computed in parallel at their indices.
 fn in_order<T: Clone>(len: usize, pieces: Vec<Vec<(usize, T)>>) -> Result<Vec<T>> {
     let mut out: Vec<Option<T>> = vec![None; len];
@@ -49,6 +52,28 @@ fn in_order<T: Clone>(len: usize, pieces: Vec<Vec<(usize, T)>>) -> Result<Vec<T>
     out.into_iter()
         .map(|c| {
             c.ok_or_else(|| ProtocolError::UnsupportedModel("an output no input reaches".into()))
+        })
+        .collect()
+}
+
+/// Results packed two per ciphertext, as every result message carries them: result `2j`
+/// in the real parts of ciphertext `j`, result `2j + 1` in its imaginary parts
+/// ([`Evaluator::add_imaginary_assign`]); an odd last result travels alone. The client
+/// reads both halves of each slot, so the results cost half the bytes, half the rescales
+/// and half the decryptions, for almost no added error (docs/protocol.md).
+fn pack_pairs(eval: &Evaluator, cts: Vec<Ciphertext>) -> Result<Vec<Ciphertext>> {
+    let mut pairs = Vec::with_capacity(cts.len().div_ceil(2));
+    let mut cts = cts.into_iter();
+    while let Some(re) = cts.next() {
+        pairs.push((re, cts.next()));
+    }
+    pairs
+        .into_par_iter()
+        .map(|(mut re, im)| {
+            if let Some(im) = im {
+                eval.add_imaginary_assign(&mut re, &im)?;
+            }
+            Ok(re)
         })
         .collect()
 }
@@ -324,46 +349,62 @@ impl Server {
         let (eval, relin) = (&self.eval, &self.relin);
         let bits = wire_bits(MessageKind::WeightGradients)?;
         let (delta, input) = (&job.delta, &job.input);
-        // Tasks of up to UNIT_BLOCK consecutive weights of one δ group: they meet the same
-        // δ at every position, which the fused kernel then reads once for all of them.
+        // Tasks of up to UNIT_BLOCK consecutive weights, starting at an even index so that
+        // each task holds whole pairs of results (chunks start at even indices too). The
+        // weights of one δ group meet the same δ at every position, which the fused kernel
+        // then reads once for all of them; a task that crosses into the next group makes
+        // one call per group.
         let mut tasks = Vec::new();
         let mut w = job.next;
         while w < end {
-            let group_end = (w / plan.patch() + 1) * plan.patch();
-            let stop = (w + UNIT_BLOCK).min(group_end).min(end);
+            let stop = (w + UNIT_BLOCK).min(end);
             tasks.push(w..stop);
             w = stop;
         }
         let pieces = tasks
             .into_par_iter()
             .map(|ws| {
-                let group = ws.start / plan.patch();
-                let lhs: Vec<&Ciphertext> = (0..plan.positions())
-                    .map(|pos| &delta[group * plan.positions() + pos])
-                    .collect();
-                let rhs: Vec<Vec<Option<&Ciphertext>>> = ws
-                    .clone()
-                    .map(|w| {
-                        let p = w % plan.patch();
-                        (0..plan.positions())
-                            .map(|pos| plan.input_at(p, pos).map(|q| &input[q]))
-                            .collect()
-                    })
-                    .collect();
-                // Inputs were checked to be fresh two-part ciphertexts at the top level and
-                // the default scale; a weight that only meets padding gets a zero gradient.
-                let sums = eval.multiply_sums_shared(&lhs, &rhs)?;
-                ws.zip(sums)
-                    .map(|(w, mut ct)| {
-                        // Relinearizing at level 1, before the rescale, divides the
-                        // key-switching noise by q_1 too; the result is a third smaller.
-                        eval.relinearize_assign(&mut ct, relin)?;
-                        Ok((w - job.next, eval.rescale_to_compact(&ct, bits)?))
-                    })
-                    .collect::<Result<Vec<_>>>()
+                let mut sums = Vec::with_capacity(ws.len());
+                let mut start = ws.start;
+                while start < ws.end {
+                    let group = start / plan.patch();
+                    let run = start..((group + 1) * plan.patch()).min(ws.end);
+                    let lhs: Vec<&Ciphertext> = (0..plan.positions())
+                        .map(|pos| &delta[group * plan.positions() + pos])
+                        .collect();
+                    let rhs: Vec<Vec<Option<&Ciphertext>>> = run
+                        .clone()
+                        .map(|w| {
+                            let p = w % plan.patch();
+                            (0..plan.positions())
+                                .map(|pos| plan.input_at(p, pos).map(|q| &input[q]))
+                                .collect()
+                        })
+                        .collect();
+                    // Inputs were checked to be fresh two-part ciphertexts at the top level
+                    // and the default scale; a weight that only meets padding gets a zero
+                    // gradient.
+                    sums.extend(eval.multiply_sums_shared(&lhs, &rhs)?);
+                    start = run.end;
+                }
+                // Packing a pair before relinearizing it key-switches and rescales the two
+                // results once; relinearizing at level 1, before the rescale, divides the
+                // key-switching noise by q_1 too.
+                let mut out = Vec::with_capacity(sums.len().div_ceil(2));
+                let mut sums = sums.into_iter();
+                let mut i = (ws.start - job.next) / 2;
+                while let Some(mut ct) = sums.next() {
+                    if let Some(im) = sums.next() {
+                        eval.add_imaginary_assign(&mut ct, &im)?;
+                    }
+                    eval.relinearize_assign(&mut ct, relin)?;
+                    out.push((i, eval.rescale_to_compact(&ct, bits)?));
+                    i += 1;
+                }
+                Ok(out)
             })
             .collect::<Result<Vec<_>>>()?;
-        let cts = in_order(end - job.next, pieces)?;
+        let cts = in_order((end - job.next).div_ceil(2), pieces)?;
         let msg = ServerMessage::WeightGradients(WeightGradients {
             step: self.step,
             layer: job.layer as u16,
@@ -412,8 +453,9 @@ impl Server {
         Ok(pts)
     }
 
-    /// `Σ_(i, k) ∈ terms[j] pts[k] ⊙ cts[i]` for every `j`, rescaled to level 0 straight
-    /// into the compact form of a `kind` message.
+    /// `Σ_(i, k) ∈ terms[j] pts[k] ⊙ cts[i]` for every `j`, packed in pairs
+    /// ([`pack_pairs`]) and rescaled to level 0 straight into the compact form of a `kind`
+    /// message.
     fn plain_layer(
         &self,
         cts: &[Ciphertext],
@@ -426,7 +468,8 @@ impl Server {
         let pts: Vec<&Plaintext> = pts.iter().collect();
         let terms: Vec<&[(u32, u32)]> = terms.iter().map(Vec::as_slice).collect();
         let out = self.eval.plain_dot_products(&refs, &pts, &terms)?;
-        out.par_iter()
+        pack_pairs(&self.eval, out)?
+            .par_iter()
             .map(|ct| Ok(self.eval.rescale_to_compact(ct, bits)?))
             .collect()
     }
@@ -508,8 +551,8 @@ impl Server {
         let mut cts = self.plain_layer(&b.cts, &packed, &terms, out_kind)?;
         // The client adds the biases itself: the server cannot pack [b_o] into block r
         // without a second multiplicative level.
-        for bias in &self.biases[layer] {
-            cts.push(compact_result(bias, &self.params, out_kind)?);
+        for bias in pack_pairs(&self.eval, self.biases[layer].clone())? {
+            cts.push(compact_result(&bias, &self.params, out_kind)?);
         }
         self.inputs[layer] = Some(b.cts);
         self.expect = if layer + 1 < self.plans.len() {

@@ -171,7 +171,7 @@ fn every_message_is_versioned_and_its_size_exact() {
             in_place,
             Response::Training { model, message }.to_frame(5).unwrap()
         );
-        // Step messages changed meaning in version 2 (packing, compact results): a peer of
+        // Step messages changed meaning in version 3 (results in pairs): a peer of
         // any other version is refused, not misread.
         for v in [PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1] {
             let mut old = bytes.clone();

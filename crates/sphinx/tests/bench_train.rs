@@ -34,7 +34,9 @@ fn bench_train_writes_the_documented_json() {
     let secs = num("/sphinx/seconds_per_batch");
     assert!(secs > 0.0);
     assert!(num("/sphinx/bytes_up_per_image") > 0.0);
-    assert!(num("/sphinx/bytes_down_per_image") > num("/sphinx/bytes_up_per_image"));
+    // Both directions carry ciphertexts (which is larger depends on the model and batch:
+    // results travel two per ciphertext, uploads one value per slot).
+    assert!(num("/sphinx/bytes_down_per_image") > 0.0);
     let phases = v
         .pointer("/sphinx/phases")
         .and_then(|p| p.as_object())

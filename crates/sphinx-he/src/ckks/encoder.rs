@@ -176,6 +176,26 @@ impl Encoder {
         level: usize,
         scale: f64,
     ) -> Result<Vec<f64>> {
+        Ok(self
+            .decode_coeffs_complex(coeffs, level, scale)?
+            .into_iter()
+            .map(|c| c.re)
+            .collect())
+    }
+
+    /// [`decode_complex`](Self::decode_complex) of a plaintext given by its coefficients,
+    /// as [`decode_coeffs`](Self::decode_coeffs) takes them: both parts of every slot, e.g.
+    /// the two real results a server packed into one ciphertext with
+    /// [`Evaluator::add_imaginary_assign`](crate::Evaluator::add_imaginary_assign).
+    ///
+    /// # Errors
+    /// As [`decode_coeffs`](Self::decode_coeffs).
+    pub fn decode_coeffs_complex(
+        &self,
+        coeffs: &Poly<Coeff>,
+        level: usize,
+        scale: f64,
+    ) -> Result<Vec<Complex>> {
         let basis = self.params.q_basis(level)?;
         if coeffs.data().len() != basis.len() * basis.n() {
             return Err(HeError::InvalidLevel {
@@ -185,11 +205,7 @@ impl Encoder {
             });
         }
         check_scale(scale)?;
-        Ok(self
-            .decode_complex_coeffs(coeffs, level, scale)?
-            .into_iter()
-            .map(|c| c.re)
-            .collect())
+        self.decode_complex_coeffs(coeffs, level, scale)
     }
 
     fn decode_complex_coeffs(

@@ -165,6 +165,39 @@ impl Evaluator {
         Ok(())
     }
 
+    /// `a += i·b`: adds `b` times the imaginary unit to every slot of `a`, so two real-valued
+    /// ciphertexts travel and decrypt as one (real parts from `a`, imaginary parts from
+    /// `b`; [`Encoder::decode_complex`](crate::Encoder::decode_complex)). It is the product
+    /// of `b` with the monomial `X^{N/2}`, which every slot root maps to `i`: exact, no key
+    /// and no noise beyond the sum's. Sizes may differ (the result has the larger one).
+    ///
+    /// # Errors
+    /// As [`add`](Self::add).
+    pub fn add_imaginary_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<()> {
+        let basis = self.check_pair(a, b.param_id, b.level)?.clone();
+        Self::check_scales(a.scale, b.scale)?;
+        let polys = a.polys_mut();
+        while polys.len() < b.polys.len() {
+            polys.push(Poly::zero(&basis));
+        }
+        let n = basis.n();
+        for (x, y) in polys.iter_mut().zip(&b.polys) {
+            for (i, (m, (unit, shoup))) in basis
+                .moduli()
+                .iter()
+                .zip(&self.params.imaginary_unit)
+                .enumerate()
+            {
+                let src = &y.data()[i * n..(i + 1) * n];
+                let dst = &mut x.data_mut()[i * n..(i + 1) * n];
+                for (((d, &s), &w), &ws) in dst.iter_mut().zip(src).zip(unit).zip(shoup) {
+                    *d = m.add(*d, m.mul_shoup(s, w, ws));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `-a`.
     ///
     /// # Errors
