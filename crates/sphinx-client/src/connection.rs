@@ -330,10 +330,32 @@ impl Connection {
         model: ModelId,
         message: &ClientMessage,
         params: &Arc<Parameters>,
-        mut handle: F,
+        handle: F,
     ) -> Result<Response>
     where
         F: FnMut(ServerMessage) -> Result<()>,
+    {
+        self.train_while(model, message, params, handle, || ())
+            .map(|(response, ())| response)
+    }
+
+    /// [`train`](Self::train), running `meanwhile` on this thread once the request is sent
+    /// and before any reply is handled, so that it overlaps the server's work (the trainer
+    /// prepares the next step while the server commits this one); returns its result too.
+    ///
+    /// # Errors
+    /// As [`train`](Self::train).
+    pub fn train_while<F, W, T>(
+        &mut self,
+        model: ModelId,
+        message: &ClientMessage,
+        params: &Arc<Parameters>,
+        mut handle: F,
+        meanwhile: W,
+    ) -> Result<(Response, T)>
+    where
+        F: FnMut(ServerMessage) -> Result<()>,
+        W: FnOnce() -> T,
     {
         self.seq += 1;
         let seq = self.seq;
@@ -369,6 +391,7 @@ impl Connection {
                     }
                 }
             });
+            let done = meanwhile();
             let mut handled = Ok(());
             for reply in rx {
                 if let Err(e) = handle(reply) {
@@ -380,7 +403,9 @@ impl Connection {
                 .join()
                 .map_err(|_| ClientError::Invalid("the reply reader panicked".into()))?;
             handled?;
-            read?.ok_or_else(|| ClientError::UnexpectedResponse("no final response".into()))
+            let response =
+                read?.ok_or_else(|| ClientError::UnexpectedResponse("no final response".into()))?;
+            Ok((response, done))
         })
     }
 

@@ -4,7 +4,9 @@
 //! Each client message goes out as one `Train` request; the server's replies stream back
 //! and are handled as they arrive (the client decrypts gradient chunks while the server
 //! computes the next ones); messages the client produces meanwhile wait until the request
-//! is answered, since a connection serves one request at a time.
+//! is answered, since a connection serves one request at a time. While the server commits
+//! a step (it answers the release of the noisy gradient only then), the client draws and
+//! encrypts the next step's first message.
 //!
 //! Crash safety: before the client releases a step's noisy gradient it stores the state
 //! *after* that step as pending ([`Progress`]); when the server confirms the commit the
@@ -143,6 +145,9 @@ pub struct RemoteTrainer {
     params: Arc<Parameters>,
     conn: Connection,
     progress: Progress,
+    /// The next step's first message (or the error it met), made while the server
+    /// committed the previous step.
+    prepared: Option<std::result::Result<ClientMessage, ProtocolError>>,
 }
 
 impl RemoteTrainer {
@@ -182,6 +187,7 @@ impl RemoteTrainer {
             params,
             conn,
             progress,
+            prepared: None,
         })
     }
 
@@ -225,6 +231,7 @@ impl RemoteTrainer {
             params,
             conn,
             progress,
+            prepared: None,
         })
     }
 
@@ -269,7 +276,11 @@ impl RemoteTrainer {
         let (up0, down0) = self.conn.traffic();
         let before = self.client.step();
         let model = self.record.model_id();
-        let mut queue = VecDeque::from([self.client.start_step()?]);
+        let first = match self.prepared.take() {
+            Some(prepared) => prepared?,
+            None => self.client.start_step()?,
+        };
+        let mut queue = VecDeque::from([first]);
         let mut committed = None;
         let Self {
             dir,
@@ -278,9 +289,11 @@ impl RemoteTrainer {
             params,
             conn,
             progress,
+            prepared,
         } = self;
         while let Some(msg) = queue.pop_front() {
-            if let ClientMessage::NoisyGradient(_) = msg {
+            let release = matches!(msg, ClientMessage::NoisyGradient(_));
+            if release {
                 let outcome = client.last_step().ok_or_else(|| {
                     ClientError::UnexpectedResponse("a release without a finished step".into())
                 })?;
@@ -298,10 +311,27 @@ impl RemoteTrainer {
                 });
                 dir.save_progress(&record.name, progress)?;
             }
-            let last = conn.train(model, &msg, params, |reply| {
-                queue.extend(client.handle(reply)?);
-                Ok(())
-            })?;
+            let last = if release {
+                // The server answers a release only once the step is durably committed; the
+                // next step's draws and encryptions (the same whenever they are made: the
+                // stored state is the one before them) fill that wait.
+                let no_replies = |_| {
+                    Err(ClientError::UnexpectedResponse(
+                        "a training reply to a gradient release".into(),
+                    ))
+                };
+                let more = client.step() < record.total_steps;
+                let (last, next) = conn.train_while(model, &msg, params, no_replies, || {
+                    more.then(|| client.start_step())
+                })?;
+                *prepared = next;
+                last
+            } else {
+                conn.train(model, &msg, params, |reply| {
+                    queue.extend(client.handle(reply)?);
+                    Ok(())
+                })?
+            };
             match last {
                 Response::StepState { committed_step, .. } => committed = Some(committed_step),
                 other => return Err(unexpected(&other)),
