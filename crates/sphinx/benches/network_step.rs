@@ -18,6 +18,13 @@
 //! which the two criterion groups (run minutes apart) do not.
 //!
 //! `NETWORK_STEP_PAIRS=16 cargo bench -p sphinx --bench network_step`
+//!
+//! With `NETWORK_STEP_PROCESSES=r` it runs `r` rounds of two child processes instead, one
+//! taking only in-process steps and one only networked steps (`NETWORK_STEP_PAIRS` steps
+//! each, default 12), and prints each process's mean step and the median of the rounds'
+//! ratios: each path's steady state, as a training run sees it.
+//!
+//! `NETWORK_STEP_PROCESSES=8 cargo bench -p sphinx --bench network_step`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::{Duration, Instant};
@@ -210,7 +217,8 @@ fn paired(pairs: usize) {
     remote();
     // [CPU, wall] of each path.
     let (mut l, mut r) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
-    // Profiling aid: `NETWORK_STEP_ONLY=in_process` or `=tls` runs only that path.
+    // `NETWORK_STEP_ONLY=in_process` or `=tls` runs only that path (profiling, and the
+    // separate-process mode below).
     let only = std::env::var("NETWORK_STEP_ONLY").ok();
     if let Some(only) = only.as_deref() {
         for i in 0..pairs {
@@ -251,13 +259,81 @@ fn paired(pairs: usize) {
     net.stop();
 }
 
+/// Mean CPU and wall seconds per step of one child process running only `path`.
+fn child_means(path: &str, steps: usize) -> (f64, f64) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("NETWORK_STEP_ONLY", path)
+        .env("NETWORK_STEP_PAIRS", steps.to_string())
+        .env_remove("NETWORK_STEP_PROCESSES")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (mut cpu, mut wall) = (Vec::new(), Vec::new());
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        // "<path> step <i>: <cpu> s CPU <wall> s wall"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let [p, "step", _, c, "s", "CPU", w, "s", "wall"] = words.as_slice() {
+            assert_eq!(*p, path);
+            cpu.push(c.parse::<f64>().unwrap());
+            wall.push(w.parse::<f64>().unwrap());
+        }
+    }
+    assert_eq!(cpu.len(), steps);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    (mean(&cpu), mean(&wall))
+}
+
+/// `rounds` rounds of two child processes, one running only in-process steps and one only
+/// networked steps (`steps` each, the same batches), alternating which goes first: the
+/// steady state of each path, as a training run sees it, with neither path's leftovers
+/// (freed buffers, the other role's threads) landing in the other's steps. Machine-wide
+/// slowdowns that last minutes shift whole processes, so the summary is the median of the
+/// rounds' ratios.
+fn separate_processes(rounds: usize, steps: usize) {
+    let (model, batch) = workload();
+    println!("{model}, expected batch {batch}: {rounds} rounds of {steps} steps per process");
+    let mut ratios = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let (local, remote) = if round % 2 == 0 {
+            let l = child_means("in_process", steps);
+            (l, child_means("tls", steps))
+        } else {
+            let r = child_means("tls", steps);
+            (child_means("in_process", steps), r)
+        };
+        println!(
+            "round {round}: in process {:.3} s CPU {:.3} s wall, loopback TLS {:.3} s CPU {:.3} s wall ({:+.1} % CPU, {:+.1} % wall)",
+            local.0,
+            local.1,
+            remote.0,
+            remote.1,
+            100.0 * (remote.0 / local.0 - 1.0),
+            100.0 * (remote.1 / local.1 - 1.0)
+        );
+        ratios[0].push(remote.0 / local.0 - 1.0);
+        ratios[1].push(remote.1 / local.1 - 1.0);
+    }
+    for (k, clock) in ["CPU", "wall"].into_iter().enumerate() {
+        let mut sorted = ratios[k].clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "{clock} overhead: median of {rounds} rounds {:+.1} %, range {:+.1} to {:+.1} %",
+            100.0 * median(&ratios[k]),
+            100.0 * sorted[0],
+            100.0 * sorted[sorted.len() - 1]
+        );
+    }
+}
+
 criterion_group!(benches, bench);
 
 fn main() {
-    if let Some(pairs) = std::env::var("NETWORK_STEP_PAIRS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    let var = |name| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    if let Some(rounds) = var("NETWORK_STEP_PROCESSES") {
+        separate_processes(rounds, var("NETWORK_STEP_PAIRS").unwrap_or(12));
+        return;
+    }
+    if let Some(pairs) = var("NETWORK_STEP_PAIRS") {
         paired(pairs);
         return;
     }
