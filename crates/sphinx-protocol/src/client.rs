@@ -338,14 +338,25 @@ impl Client {
                 .as_param_mut()
                 .ok_or_else(|| bad("not a parameterized layer"))?;
             let w = &export.weights[k];
-            if w.len() != layer.weight().len() || export.biases[k].len() != layer.bias().len() {
+            if w.len() != layer.weight().len()
+                || export.biases[k].len() != layer.bias().len().div_ceil(2)
+            {
                 return Err(bad("layer size mismatch"));
             }
             for (dst, &v) in layer.weight_mut().iter_mut().zip(w) {
                 *dst = v;
             }
-            let values = self.decrypt_columns(&export.biases[k], 1)?;
-            for (dst, &v) in layer.bias_mut().iter_mut().zip(values.iter()) {
+            // Two biases per ciphertext, each in every slot: read the first slot's parts.
+            let (sk, encoder) = (&self.sk, &self.encoder);
+            let pairs = export.biases[k]
+                .par_iter()
+                .map(|ct| {
+                    let slots = encoder.decode_complex(&sk.decrypt(ct)?)?;
+                    let first = slots.first().ok_or_else(|| bad("no slots"))?;
+                    Ok([first.re as f32, first.im as f32])
+                })
+                .collect::<Result<Vec<_>>>()?;
+            for (dst, v) in layer.bias_mut().iter_mut().zip(pairs.into_iter().flatten()) {
                 *dst = v;
             }
         }
@@ -620,14 +631,6 @@ impl Client {
         out
     }
 
-    /// Decrypts and decodes every slot of each ciphertext.
-    fn decrypt_slots(&self, cts: &[Ciphertext]) -> Result<Vec<Vec<f64>>> {
-        let (sk, encoder) = (&self.sk, &self.encoder);
-        cts.par_iter()
-            .map(|ct| Ok(encoder.decode(&sk.decrypt(ct)?)?))
-            .collect()
-    }
-
     /// The first `count` results of compact ciphertexts that carry them in pairs (result
     /// `2j` in the real parts of ciphertext `j`, `2j + 1` in its imaginary parts), each as
     /// its slot values; decrypted in the coefficient domain they arrive in.
@@ -696,18 +699,6 @@ impl Client {
         for (i, col) in cols.iter().enumerate() {
             for j in 0..rows {
                 let v: f64 = (0..replicas).filter_map(|r| col.get(r * block + j)).sum();
-                out[[j, i]] = v as f32;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Decrypts one ciphertext per column; returns the first `rows` slots as `rows × cts`.
-    fn decrypt_columns(&self, cts: &[Ciphertext], rows: usize) -> Result<Array2<f32>> {
-        let cols = self.decrypt_slots(cts)?;
-        let mut out = Array2::zeros((rows, cts.len()));
-        for (i, col) in cols.iter().enumerate() {
-            for (j, &v) in col.iter().take(rows).enumerate() {
                 out[[j, i]] = v as f32;
             }
         }

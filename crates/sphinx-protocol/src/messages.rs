@@ -233,13 +233,14 @@ pub struct NoisyGradient {
     pub gradient: Vec<f32>,
 }
 
-/// The server's model: `W` in plaintext, `b` encrypted (one ciphertext per bias entry,
-/// the value in every slot).
+/// The server's model: `W` in plaintext, `b` encrypted (two bias entries per ciphertext,
+/// each in every slot: `b_{2j}` in the real parts of ciphertext `j`, `b_{2j+1}` in the
+/// imaginary parts).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelExport {
     /// Per parameterized layer, `W` row-major.
     pub weights: Vec<Vec<f32>>,
-    /// Per parameterized layer, `[b_o]`.
+    /// Per parameterized layer, `[b_{2j} + i·b_{2j+1}]` (`⌈units/2⌉` ciphertexts).
     pub biases: Vec<Vec<Ciphertext>>,
 }
 

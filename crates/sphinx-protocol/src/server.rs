@@ -110,6 +110,9 @@ pub struct Server {
     /// `W̄`, the average that export and inference use (`update.rs`); empty when the
     /// setup asks for none.
     averaged: Vec<Array2<f32>>,
+    /// Per layer, `[b]` two units per ciphertext ([`pack_pairs`]: `b_{2j}` in the real parts
+    /// of ciphertext `j`, `b_{2j+1}` in the imaginary parts, in every slot), so a pair is
+    /// updated with one slot sum and stored and sent as one ciphertext.
     biases: Vec<Vec<Ciphertext>>,
     /// Per replica block `r`: `-lr/(qN)` on the block's slots, 0 elsewhere (top level,
     /// encoded at the scale `q_1` that the rescale divides out).
@@ -165,6 +168,7 @@ impl Server {
             }
         }
         let encoder = Encoder::new(&params);
+        let eval = Evaluator::new(&params);
         let (mut plans, mut weights, mut biases) = (Vec::new(), Vec::new(), Vec::new());
         for layer in model.layers() {
             let Some(p) = layer.as_param() else { continue };
@@ -179,7 +183,7 @@ impl Server {
                     Ok(setup.public_key.encrypt(&pt, rng)?)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            biases.push(b);
+            biases.push(pack_pairs(&eval, b)?);
         }
         if plans.is_empty() {
             return Err(ProtocolError::UnsupportedModel(
@@ -196,7 +200,6 @@ impl Server {
                 "replica blocks must be non-empty and fit the slots",
             ));
         }
-        let eval = Evaluator::new(&params);
         let factor = -f64::from(setup.training.learning_rate) / setup.training.expected_batch_size;
         if !factor.is_finite() {
             return Err(invalid(
@@ -551,8 +554,8 @@ impl Server {
         let mut cts = self.plain_layer(&b.cts, &packed, &terms, out_kind)?;
         // The client adds the biases itself: the server cannot pack [b_o] into block r
         // without a second multiplicative level.
-        for bias in pack_pairs(&self.eval, self.biases[layer].clone())? {
-            cts.push(compact_result(&bias, &self.params, out_kind)?);
+        for bias in &self.biases[layer] {
+            cts.push(compact_result(bias, &self.params, out_kind)?);
         }
         self.inputs[layer] = Some(b.cts);
         self.expect = if layer + 1 < self.plans.len() {
@@ -603,13 +606,19 @@ impl Server {
                 Ok(sum)
             })
             .collect::<Result<Vec<_>>>()?;
-        let updates = (0..plan.units())
+        let units = plan.units();
+        let masked =
+            |o: usize| eval.mul_plain(&group_sums[o / replicas], &self.bias_masks[o % replicas]);
+        let updates = (0..units.div_ceil(2))
             .into_par_iter()
-            .map(|o| {
-                let sum = &group_sums[o / replicas];
-                let masked = eval.mul_plain(sum, &self.bias_masks[o % replicas])?;
+            .map(|j| {
+                // Units 2j and 2j + 1 share one slot sum, as they share a stored ciphertext.
+                let mut pair = masked(2 * j)?;
+                if 2 * j + 1 < units {
+                    eval.add_imaginary_assign(&mut pair, &masked(2 * j + 1)?)?;
+                }
                 // Rotating before the rescale divides the key-switching noise by q_1 too.
-                let mut total = eval.sum_slots(&masked, &self.galois)?;
+                let mut total = eval.sum_slots(&pair, &self.galois)?;
                 eval.rescale_assign(&mut total)?;
                 Ok(total)
             })

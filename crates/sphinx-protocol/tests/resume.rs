@@ -105,13 +105,6 @@ fn snapshots_round_trip_and_refuse_corruption() {
     assert_eq!(back.weights(), server.weights());
     assert_eq!(back.model_weights(), server.model_weights());
     assert_ne!(server.model_weights(), server.weights(), "W̄ is kept apart");
-    // A version-1 state (no W̄ after the biases) still restores; its average restarts at W.
-    let mut v1 = snap.clone();
-    v1[4..6].copy_from_slice(&1u16.to_le_bytes());
-    v1.truncate(snap.len() - 4 * common::weights_of(&spec));
-    let old = Server::restore(setup.clone(), &v1, &mut rng).unwrap();
-    assert_eq!(old.weights(), server.weights());
-    assert_eq!(old.model_weights(), server.weights());
     assert_eq!(back.snapshot().unwrap(), snap);
 
     // Only between steps.
@@ -141,4 +134,116 @@ fn snapshots_round_trip_and_refuse_corruption() {
     // A state of another architecture.
     let (_, other, _) = new_client(&common::tiny_cnn());
     assert!(Server::restore(other, &snap, &mut rng).is_err());
+}
+
+/// A state of format version 1 or 2 (one bias ciphertext per unit; version 1 without `W̄`),
+/// written with known biases under the setup's public key.
+fn old_state(server: &Server, setup: &Setup, version: u16, biases: &[Vec<f64>]) -> Vec<u8> {
+    use sphinx_he::serialization::Serializable;
+    let params = build_training_parameters().unwrap();
+    let encoder = sphinx_he::Encoder::new(&params);
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let mut out = b"SPXS".to_vec();
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&server.step().to_le_bytes());
+    out.extend_from_slice(&(server.weights().len() as u32).to_le_bytes());
+    for (w, b) in server.weights().iter().zip(biases) {
+        for d in [w.nrows(), w.ncols()] {
+            out.extend_from_slice(&(d as u32).to_le_bytes());
+        }
+        out.extend(w.iter().flat_map(|v| v.to_le_bytes()));
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        for &v in b {
+            let pt = encoder
+                .encode(&vec![v; params.slots()], params.scale(), 0)
+                .unwrap();
+            let bytes = setup
+                .public_key
+                .encrypt(&pt, &mut rng)
+                .unwrap()
+                .to_bytes(&params)
+                .unwrap();
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
+    }
+    if version >= 2 {
+        for a in server.model_weights() {
+            out.extend(a.iter().flat_map(|v| v.to_le_bytes()));
+        }
+    }
+    out
+}
+
+#[test]
+fn states_of_earlier_versions_restore_with_their_biases_packed() {
+    use sphinx_nn::layers::LayerSpec;
+    // 15 hidden units: the last bias ciphertext of that layer holds one bias.
+    let mut spec = common::tiny_mlp();
+    for layer in &mut spec.layers {
+        if let LayerSpec::Linear {
+            in_features,
+            out_features,
+        } = layer
+        {
+            for d in [in_features, out_features] {
+                if *d == 16 {
+                    *d = 15;
+                }
+            }
+        }
+    }
+    let (mut client, setup, params) = new_client(&spec);
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let mut server = Server::new(setup.clone(), &mut rng).unwrap();
+    step(&mut server, &mut client, &params);
+    // Distinct values per unit.
+    let biases: Vec<Vec<f64>> = server
+        .weights()
+        .iter()
+        .enumerate()
+        .map(|(l, w)| {
+            (0..w.nrows())
+                .map(|o| 0.25 * l as f64 - 0.01 * o as f64)
+                .collect()
+        })
+        .collect();
+    assert!(biases.iter().any(|b| b.len() % 2 == 1));
+    for version in [1u16, 2] {
+        let bytes = old_state(&server, &setup, version, &biases);
+        let mut old = Server::restore(setup.clone(), &bytes, &mut rng).unwrap();
+        assert_eq!(old.step(), server.step());
+        assert_eq!(old.weights(), server.weights());
+        // Version 1 has no W̄: the average restarts at W.
+        let averaged = if version == 1 {
+            server.weights()
+        } else {
+            server.model_weights()
+        };
+        assert_eq!(old.model_weights(), averaged);
+        let export = match old.handle(ClientMessage::ModelRequest).unwrap().pop() {
+            Some(sphinx_protocol::messages::ServerMessage::ModelExport(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        for (b, want) in export.biases.iter().zip(&biases) {
+            assert_eq!(b.len(), want.len().div_ceil(2), "packed two per ciphertext");
+        }
+        let model = client.assemble_model(&export).unwrap();
+        for (layer, want) in model.param_layers().zip(&biases) {
+            for (&got, &want) in layer.bias().iter().zip(want) {
+                assert!(
+                    (f64::from(got) - want).abs() < 1e-4,
+                    "version {version}: {got} vs {want}"
+                );
+            }
+        }
+        // Saved again, the state is of the current version and round-trips.
+        let again = old.snapshot().unwrap();
+        assert_eq!(
+            u16::from_le_bytes([again[4], again[5]]),
+            sphinx_protocol::server::STATE_VERSION
+        );
+        let back = Server::restore(setup.clone(), &again, &mut rng).unwrap();
+        assert_eq!(back.snapshot().unwrap(), again);
+    }
 }

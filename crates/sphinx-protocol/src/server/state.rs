@@ -6,9 +6,11 @@
 //! jobs are empty). Format (little-endian): magic `SPXS`, `u16` version, `u64` step, `u32`
 //! layers, then per parameterized layer `u32` rows, `u32` columns, `f32` weights row-major,
 //! `u32` bias count and that many `u32`-length-prefixed ciphertexts in `sphinx-he`'s
-//! serialization; then, from version 2 and only when the setup asks for a weight average,
-//! the average `W̄` of every layer as `f32` row-major (same shapes). A version-1 state
-//! restored under such a setup restarts the average from the stored `W`.
+//! serialization (from version 3 the biases two per ciphertext, as the server keeps them:
+//! `⌈units/2⌉` ciphertexts; up to version 2 one per unit, which a restore packs); then, from
+//! version 2 and only when the setup asks for a weight average, the average `W̄` of every
+//! layer as `f32` row-major (same shapes). A version-1 state restored under such a setup
+//! restarts the average from the stored `W`.
 
 use rand::{CryptoRng, RngCore};
 use sphinx_he::Ciphertext;
@@ -23,7 +25,7 @@ use crate::messages::Setup;
 pub const STATE_MAGIC: [u8; 4] = *b"SPXS";
 
 /// Version of the stored server state format.
-pub const STATE_VERSION: u16 = 2;
+pub const STATE_VERSION: u16 = 3;
 
 fn malformed(reason: impl Into<String>) -> ProtocolError {
     ProtocolError::Malformed(format!("server state: {}", reason.into()))
@@ -110,7 +112,12 @@ impl Server {
             return Err(malformed("layer count differs from the setup"));
         }
         let params = server.params.clone();
-        for (w, b) in server.weights.iter_mut().zip(server.biases.iter_mut()) {
+        for ((w, b), plan) in server
+            .weights
+            .iter_mut()
+            .zip(server.biases.iter_mut())
+            .zip(&server.plans)
+        {
             if ((r.u32()? as usize), (r.u32()? as usize)) != w.dim() {
                 return Err(malformed("weight shape differs from the setup"));
             }
@@ -122,22 +129,37 @@ impl Server {
                 }
                 *dst = v;
             }
-            if (r.u32()? as usize) != b.len() {
+            // Up to version 2 one ciphertext per unit, packed in pairs now; from version 3
+            // as the server keeps them.
+            let units = plan.units();
+            let stored = if version < 3 { units } else { b.len() };
+            if (r.u32()? as usize) != stored {
                 return Err(malformed("bias count differs from the setup"));
             }
-            for fresh in b.iter_mut() {
-                let len = r.u32()? as usize;
-                let obj = r.take(len)?;
-                let ct = Ciphertext::from_bytes(&params, obj, obj.len())?;
-                let ratio = ct.scale() / fresh.scale();
-                if ct.level() != fresh.level()
-                    || ct.size() != fresh.size()
-                    || !(0.999_999..=1.000_001).contains(&ratio)
-                {
-                    return Err(malformed("bias ciphertext level, size or scale"));
-                }
-                *fresh = ct;
-            }
+            let fresh = b
+                .first()
+                .cloned()
+                .ok_or_else(|| malformed("a layer without biases"))?;
+            let read = (0..stored)
+                .map(|_| {
+                    let len = r.u32()? as usize;
+                    let obj = r.take(len)?;
+                    let ct = Ciphertext::from_bytes(&params, obj, obj.len())?;
+                    let ratio = ct.scale() / fresh.scale();
+                    if ct.level() != fresh.level()
+                        || ct.size() != fresh.size()
+                        || !(0.999_999..=1.000_001).contains(&ratio)
+                    {
+                        return Err(malformed("bias ciphertext level, size or scale"));
+                    }
+                    Ok(ct)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            *b = if version < 3 {
+                super::pack_pairs(&server.eval, read)?
+            } else {
+                read
+            };
         }
         if version == 1 {
             if !server.averaged.is_empty() {
