@@ -9,8 +9,9 @@
 //!
 //! `RULE` is `hidden:epochs:batch:lr:clip:decay[:prep[:crop]]` (`decay`: of the exported
 //! average of `W`, 0 for none); hidden units replace the 30 of `pool-mlp-30`. `prep` is the
-//! input map: `g` (default) standardizes every pixel with the training part's mean and
-//! deviation, as `sphinx client train` does; `i` standardizes each pooled image with its
+//! input map: `g` (default) standardizes every pixel with the mean and deviation of the
+//! training part's pixels left by the crop, as `sphinx client train` does
+//! (`sphinx_client::data::input_stats`); `i` standardizes each pooled image with its
 //! own mean and deviation (a `GroupNorm` of one group after the pooling, no training
 //! statistic); `n` feeds the raw `[0, 1]` pixels. `crop` (default 0) drops that many
 //! border pixels on each side before the pooling. `--validation` trains on the first

@@ -72,4 +72,34 @@ fn demo_writes_json_and_report() {
     let decay = summary["weight_average"].as_f64().unwrap();
     assert!((decay - 0.9).abs() < 1e-6, "{summary}");
     assert!(report.join("model/model.safetensors").is_file());
+    // The default model crops a 4-pixel border first: inputs are standardized with the
+    // statistics of the 20×20 pixels it reads, not of the background frame as well.
+    let pre: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("model/preprocessing.json")).unwrap())
+            .unwrap();
+    let train = sphinx_nn::data::bundled_mnist_sample()
+        .unwrap()
+        .train
+        .head(512);
+    let inner: Vec<f64> = train
+        .images
+        .rows()
+        .into_iter()
+        .flat_map(|r| {
+            (4..24)
+                .flat_map(|y| (4..24).map(move |x| y * 28 + x))
+                .map(|j| f64::from(r[j]))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mean = inner.iter().sum::<f64>() / inner.len() as f64;
+    let std = (inner.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / inner.len() as f64).sqrt();
+    let got = [
+        pre["standardize"][0].as_f64().unwrap(),
+        pre["standardize"][1].as_f64().unwrap(),
+    ];
+    assert!(
+        (got[0] - mean).abs() < 1e-4 && (got[1] - std).abs() < 1e-4,
+        "{pre} against mean {mean} and deviation {std} of the cropped pixels"
+    );
 }

@@ -314,7 +314,11 @@ pub fn plan_record(a: &TrainArgs) -> anyhow::Result<(ModelRecord, sphinx_nn::dat
             train.shape
         );
     }
-    let stats = (!a.no_standardize).then(|| data::pixel_stats(&train));
+    let stats = if a.no_standardize {
+        None
+    } else {
+        Some(data::input_stats(&train, &preset.spec())?)
+    };
     data::standardize(&mut train, stats);
     let n = train.len();
     if a.batch_size == 0 || a.batch_size > n {
