@@ -246,8 +246,13 @@ impl Connection {
     }
 
     fn send(&mut self, req: &Request) -> Result<u64> {
+        self.send_frame(|seq| Ok(req.to_frame(seq)?))
+    }
+
+    /// Sends the frame `build` makes for the next sequence number; returns that number.
+    fn send_frame(&mut self, build: impl FnOnce(u64) -> Result<Vec<u8>>) -> Result<u64> {
         self.seq += 1;
-        let frame = req.to_frame(self.seq)?;
+        let frame = build(self.seq)?;
         self.write_frame(&frame)?;
         Ok(self.seq)
     }
@@ -357,11 +362,7 @@ impl Connection {
         F: FnMut(ServerMessage) -> Result<()>,
         W: FnOnce() -> T,
     {
-        self.seq += 1;
-        let seq = self.seq;
-        let frame = Request::train_frame(seq, model, message, params)?;
-        self.write_frame(&frame)?;
-        drop(frame);
+        let seq = self.send_frame(|seq| Ok(Request::train_frame(seq, model, message, params)?))?;
         let max = self.max_frame;
         let (tx, rx) = std::sync::mpsc::sync_channel::<ServerMessage>(1);
         std::thread::scope(|scope| {

@@ -32,17 +32,9 @@ use rand_chacha::ChaCha20Rng;
 use sphinx_he::serialization::{CompactCiphertext, DEFAULT_SIZE_LIMIT, Serializable};
 use sphinx_he::*;
 
-fn protocol_params() -> std::sync::Arc<Parameters> {
-    ParametersLiteral {
-        log_n: 12,
-        q_bits: vec![41, 29],
-        p_bits: vec![39],
-        scale_bits: 29,
-        security: SecurityLevel::Classical128,
-    }
-    .build()
-    .unwrap()
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::protocol_params;
 
 fn serialization(c: &mut Criterion) {
     let params = protocol_params();

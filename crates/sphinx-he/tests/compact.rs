@@ -12,18 +12,8 @@ use sphinx_he::serialization::{
 };
 use sphinx_he::*;
 
-/// The training protocol's parameters: N = 4096, q = 41 + 29 bits, P = 39, Δ = 2^29.
-fn protocol_params() -> Arc<Parameters> {
-    ParametersLiteral {
-        log_n: 12,
-        q_bits: vec![41, 29],
-        p_bits: vec![39],
-        scale_bits: 29,
-        security: SecurityLevel::Classical128,
-    }
-    .build()
-    .unwrap()
-}
+mod common;
+use common::protocol_params;
 
 struct Fixture {
     params: Arc<Parameters>,

@@ -11,7 +11,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use sphinx_he::*;
 
-/// The training protocol's parameters: N = 4096, q = 41 + 29 bits, P = 39, Δ = 2^29.
+mod common;
+
+/// Keys and tools at the training protocol's parameters.
 struct Ctx {
     params: Arc<Parameters>,
     sk: SecretKey,
@@ -23,15 +25,7 @@ struct Ctx {
 fn ctx() -> &'static Ctx {
     static CTX: OnceLock<Ctx> = OnceLock::new();
     CTX.get_or_init(|| {
-        let params = ParametersLiteral {
-            log_n: 12,
-            q_bits: vec![41, 29],
-            p_bits: vec![39],
-            scale_bits: 29,
-            security: SecurityLevel::Classical128,
-        }
-        .build()
-        .unwrap();
+        let params = common::protocol_params();
         let mut rng = ChaCha20Rng::seed_from_u64(3);
         let sk = SecretKey::generate(&params, &mut rng).unwrap();
         let rlk = RelinearizationKey::new(&sk, &mut rng).unwrap();

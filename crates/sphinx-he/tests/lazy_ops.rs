@@ -10,17 +10,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use sphinx_he::*;
 
-fn small_primes() -> Arc<Parameters> {
-    ParametersLiteral {
-        log_n: 12,
-        q_bits: vec![41, 29],
-        p_bits: vec![39],
-        scale_bits: 29,
-        security: SecurityLevel::Classical128,
-    }
-    .build()
-    .unwrap()
-}
+mod common;
+use common::protocol_params as small_primes;
 
 fn fresh(
     params: &Arc<Parameters>,

@@ -325,6 +325,21 @@ mod tests {
         }
     }
 
+    /// Test words modulo `m` from [`lcg`]: all `q - 1` (`fill` 0), `0` or `q - 1` at random
+    /// (1), or uniform (otherwise), the extremes being where lazy reductions could overflow.
+    fn words(fill: u8, m: Modulus, seed: u64) -> impl FnMut() -> u64 {
+        let mut raw = lcg(seed);
+        let q = m.value();
+        move || {
+            let r = raw();
+            match fill {
+                0 => q - 1,
+                1 => r % 2 * (q - 1),
+                _ => m.reduce(r),
+            }
+        }
+    }
+
     fn schoolbook(a: &[u64], b: &[u64], m: &Modulus) -> Vec<u64> {
         let n = a.len();
         let mut out = vec![0u64; n];
@@ -427,14 +442,8 @@ mod tests {
                 plan.plan32.is_some() || plan.small.is_some() || pulp::x86::V3::try_new().is_none()
             );
             prop_assert!(plan.plan32.is_none() || bits < 31);
-            let mut next = lcg(seed);
-            let a: Vec<u64> = (0..n)
-                .map(|_| match fill {
-                    0 => q - 1,
-                    1 => next() % 2 * (q - 1),
-                    _ => m.reduce(next()),
-                })
-                .collect();
+            let mut next = words(fill, m, seed);
+            let a: Vec<u64> = (0..n).map(|_| next()).collect();
             let (mut ours, mut theirs) = (a.clone(), a.clone());
             plan.forward(&mut ours);
             plan.plan.fwd(&mut theirs);
@@ -466,15 +475,7 @@ mod tests {
             let q = ntt_primes(&[bits], n).unwrap()[0];
             let m = Modulus::new(q).unwrap();
             let plan = NttPlan::new(n, m).unwrap();
-            let mut raw = lcg(seed);
-            let mut next = || {
-                let r = raw();
-                match fill {
-                    0 => q - 1,
-                    1 => r % 2 * (q - 1),
-                    _ => m.reduce(r),
-                }
-            };
+            let mut next = words(fill, m, seed);
             let mut vecs = |k: usize| -> Vec<Vec<u64>> {
                 (0..k).map(|_| (0..n).map(|_| next()).collect()).collect()
             };

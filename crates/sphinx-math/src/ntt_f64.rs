@@ -498,10 +498,8 @@ impl<const RED: bool> Butterfly for GsLast<RED> {
         let avx = k.simd.avx;
         let s = k.mul(avx._mm256_add_pd(u, v), self.n_inv);
         let d = k.mul(avx._mm256_sub_pd(u, v), w);
-        if RED && self.floor {
-            (k.canon_floor(s), k.canon_floor(d))
-        } else if RED {
-            (k.canon(s), k.canon(d))
+        if RED {
+            (k.canon_if(self.floor, s), k.canon_if(self.floor, d))
         } else {
             (k.fix(s), k.fix(d))
         }
@@ -557,6 +555,17 @@ impl Kernel {
         let (avx, fma) = (self.simd.avx, self.simd.fma);
         let k = avx._mm256_floor_pd(fma._mm256_fmadd_pd(x, self.q_inv, self.half_q_inv));
         fma._mm256_fnmadd_pd(k, self.q, x)
+    }
+
+    /// To `[0, q)` by [`Self::canon_floor`] where the plan's bound allows it (`floor`),
+    /// else by [`Self::canon`].
+    #[inline(always)]
+    fn canon_if(self, floor: bool, x: __m256d) -> __m256d {
+        if floor {
+            self.canon_floor(x)
+        } else {
+            self.canon(x)
+        }
     }
 
     /// A centered representative of `a·w mod q` (see the module docs for its bound).
@@ -694,11 +703,7 @@ impl Kernel {
             let e = avx._mm256_unpacklo_pd(p[i], r[i]);
             let o = avx._mm256_unpackhi_pd(p[i], r[i]);
             let (e, o) = Ct::<false>.apply(self, e, o, pulp::cast(w1[i]));
-            (p[i], r[i]) = if floor {
-                (self.canon_floor(e), self.canon_floor(o))
-            } else {
-                (self.canon(e), self.canon(o))
-            };
+            (p[i], r[i]) = (self.canon_if(floor, e), self.canon_if(floor, o));
         }
         // Back to (x0..x3), (x4..x7).
         for i in 0..K {

@@ -56,18 +56,23 @@ fn in_order<T: Clone>(len: usize, pieces: Vec<Vec<(usize, T)>>) -> Result<Vec<T>
         .collect()
 }
 
+/// Items `2j` and `2j + 1` together; an odd last item alone.
+fn in_pairs<T>(items: Vec<T>) -> Vec<(T, Option<T>)> {
+    let mut pairs = Vec::with_capacity(items.len().div_ceil(2));
+    let mut items = items.into_iter();
+    while let Some(first) = items.next() {
+        pairs.push((first, items.next()));
+    }
+    pairs
+}
+
 /// Results packed two per ciphertext, as every result message carries them: result `2j`
 /// in the real parts of ciphertext `j`, result `2j + 1` in its imaginary parts
 /// ([`Evaluator::add_imaginary_assign`]); an odd last result travels alone. The client
 /// reads both halves of each slot, so the results cost half the bytes, half the rescales
 /// and half the decryptions, for almost no added error (docs/protocol.md).
 fn pack_pairs(eval: &Evaluator, cts: Vec<Ciphertext>) -> Result<Vec<Ciphertext>> {
-    let mut pairs = Vec::with_capacity(cts.len().div_ceil(2));
-    let mut cts = cts.into_iter();
-    while let Some(re) = cts.next() {
-        pairs.push((re, cts.next()));
-    }
-    pairs
+    in_pairs(cts)
         .into_par_iter()
         .map(|(mut re, im)| {
             if let Some(im) = im {
@@ -393,18 +398,18 @@ impl Server {
                 // Packing a pair before relinearizing it key-switches and rescales the two
                 // results once; relinearizing at level 1, before the rescale, divides the
                 // key-switching noise by q_1 too.
-                let mut out = Vec::with_capacity(sums.len().div_ceil(2));
-                let mut sums = sums.into_iter();
-                let mut i = (ws.start - job.next) / 2;
-                while let Some(mut ct) = sums.next() {
-                    if let Some(im) = sums.next() {
-                        eval.add_imaginary_assign(&mut ct, &im)?;
-                    }
-                    eval.relinearize_assign(&mut ct, relin)?;
-                    out.push((i, eval.rescale_to_compact(&ct, bits)?));
-                    i += 1;
-                }
-                Ok(out)
+                let first = (ws.start - job.next) / 2;
+                in_pairs(sums)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (mut ct, im))| {
+                        if let Some(im) = im {
+                            eval.add_imaginary_assign(&mut ct, &im)?;
+                        }
+                        eval.relinearize_assign(&mut ct, relin)?;
+                        Ok((first + i, eval.rescale_to_compact(&ct, bits)?))
+                    })
+                    .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
         let cts = in_order((end - job.next).div_ceil(2), pieces)?;

@@ -700,7 +700,6 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// A body read in two parts, whole again (for frames whose payload is small).
 /// The frame of a message kind whose body is a model id and a raw payload, the payload
 /// written in place by `encode` (`payload_len` bytes).
 fn model_frame(
@@ -731,6 +730,7 @@ fn model_head(head: &[u8], kinds: &[u8]) -> Result<Option<(u8, u64, ModelId)>> {
     Ok(Some((k, seq, model)))
 }
 
+/// A body read in two parts, whole again (for frames whose payload is small).
 fn joined(head: &[u8], tail: &[u8]) -> Vec<u8> {
     let mut body = Vec::with_capacity(head.len() + tail.len());
     body.extend_from_slice(head);

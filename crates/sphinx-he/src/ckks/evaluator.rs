@@ -180,17 +180,11 @@ impl Evaluator {
         while polys.len() < b.polys.len() {
             polys.push(Poly::zero(&basis));
         }
-        let n = basis.n();
         for (x, y) in polys.iter_mut().zip(&b.polys) {
-            for (i, (m, (unit, shoup))) in basis
-                .moduli()
-                .iter()
-                .zip(&self.params.imaginary_unit)
-                .enumerate()
-            {
-                let src = &y.data()[i * n..(i + 1) * n];
-                let dst = &mut x.data_mut()[i * n..(i + 1) * n];
-                for (((d, &s), &w), &ws) in dst.iter_mut().zip(src).zip(unit).zip(shoup) {
+            let units = basis.moduli().iter().zip(&self.params.imaginary_unit);
+            for (i, (m, (unit, shoup))) in units.enumerate() {
+                let dst = x.limb_mut(i);
+                for (((d, &s), &w), &ws) in dst.iter_mut().zip(y.limb(i)).zip(unit).zip(shoup) {
                     *d = m.add(*d, m.mul_shoup(s, w, ws));
                 }
             }
