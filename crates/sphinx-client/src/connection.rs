@@ -10,7 +10,7 @@
 //! Framing follows [`sphinx_protocol::wire`]: one request at a time, each frame's length
 //! checked against a limit before its body is read.
 
-use std::io::{Read, Write};
+use std::io::{BufReader, IoSlice, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,7 +159,7 @@ impl ServerCertVerifier for PinnedCert {
 
 /// A TLS connection speaking the wire protocol, with byte counters.
 pub struct Connection {
-    stream: StreamOwned<ClientConnection, TcpStream>,
+    stream: StreamOwned<ClientConnection, BufferedTcp>,
     seq: u64,
     max_frame: usize,
     bytes_up: u64,
@@ -195,6 +195,41 @@ fn net_err(e: std::io::Error) -> ClientError {
     ClientError::Network(e)
 }
 
+/// Bytes read from the socket ahead of rustls, which asks for at most 4 KiB per read: a
+/// training reply of tens of megabytes would otherwise cost thousands of `recv` calls per
+/// step (the server buffers its sockets' reads the same way).
+const SOCKET_READ_BUFFER: usize = 256 * 1024;
+
+/// The TCP socket under TLS: reads buffered, writes straight through (rustls hands over
+/// whole records, vectored).
+struct BufferedTcp(BufReader<TcpStream>);
+
+impl BufferedTcp {
+    fn new(tcp: TcpStream) -> Self {
+        Self(BufReader::with_capacity(SOCKET_READ_BUFFER, tcp))
+    }
+}
+
+impl Read for BufferedTcp {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for BufferedTcp {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.get_mut().write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        self.0.get_mut().write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.get_mut().flush()
+    }
+}
+
 impl Connection {
     /// Connects to `addr` (`host:port`) and completes a TLS 1.3 handshake that accepts
     /// only the certificate with `fingerprint`.
@@ -225,7 +260,7 @@ impl Connection {
         let tcp = TcpStream::connect_timeout(&sock_addr, Duration::from_secs(10))
             .map_err(ClientError::Network)?;
         tcp.set_nodelay(true).map_err(ClientError::Network)?;
-        let mut stream = StreamOwned::new(conn, tcp);
+        let mut stream = StreamOwned::new(conn, BufferedTcp::new(tcp));
         while stream.conn.is_handshaking() {
             stream.conn.complete_io(&mut stream.sock).map_err(net_err)?;
         }
@@ -377,7 +412,8 @@ impl Connection {
                             });
                         }
                         Response::Training { message, .. } => {
-                            let reply = ServerMessage::decode(params, &message, max)?;
+                            // The results keep slices of the frame: no copy of its bytes.
+                            let reply = ServerMessage::decode_shared(params, &message.into(), max)?;
                             if tx.send(reply).is_err() {
                                 // `handle` failed; its error is the one reported.
                                 return Ok(None);

@@ -176,7 +176,18 @@ fn corrupted_or_truncated_input_is_refused() {
     let p = &f.params;
     let c = CompactCiphertext::from_ciphertext(p, &f.two, 34).unwrap();
     let good = c.to_bytes(p).unwrap();
-    let decode = |b: &[u8]| CompactCiphertext::from_bytes(p, b, DEFAULT_SIZE_LIMIT);
+    // Every case below goes through both decoders: copying, and slicing shared bytes (a
+    // received frame), which must accept and refuse exactly the same inputs.
+    let decode = |b: &[u8]| {
+        let copied = CompactCiphertext::from_bytes(p, b, DEFAULT_SIZE_LIMIT);
+        let shared = CompactCiphertext::from_shared(
+            p,
+            &bytes::Bytes::copy_from_slice(b),
+            DEFAULT_SIZE_LIMIT,
+        );
+        assert_eq!(format!("{copied:?}"), format!("{shared:?}"));
+        copied
+    };
     assert_eq!(decode(&good).unwrap(), c);
 
     // Truncated anywhere, or extended.

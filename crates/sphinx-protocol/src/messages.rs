@@ -28,6 +28,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use rayon::prelude::*;
 use sphinx_he::serialization::compact::compact_len;
 use sphinx_he::serialization::{CompactCiphertext, Serializable};
@@ -389,20 +390,17 @@ fn put_results(
 ) -> Result<()> {
     let bits = wire_bits(kind)?;
     put_u32(out, cts.len(), kind)?;
-    let objects = cts
-        .par_iter()
-        .map(|ct| {
-            if ct.bits() != bits {
-                return Err(ProtocolError::InvalidMessage {
-                    kind,
-                    reason: format!("result at 2^{} where 2^{bits} is expected", ct.bits()),
-                });
-            }
-            Ok(ct.to_bytes(params)?)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    for o in &objects {
-        put_object(out, o, kind)?;
+    // Written straight into the frame: a result is kept in its wire form, so this is the
+    // one copy of its bytes on the way out.
+    for ct in cts {
+        if ct.bits() != bits {
+            return Err(ProtocolError::InvalidMessage {
+                kind,
+                reason: format!("result at 2^{} where 2^{bits} is expected", ct.bits()),
+            });
+        }
+        put_u32(out, ct.serialized_len(params)?, kind)?;
+        ct.write_into(params, out)?;
     }
     Ok(())
 }
@@ -649,11 +647,13 @@ impl<'a> Cursor<'a> {
             .collect()
     }
 
-    /// Compact level-0 results (see [`result_bits`]).
+    /// Compact level-0 results (see [`result_bits`]); slices of `shared` (no copy) when
+    /// this cursor reads those bytes.
     fn results(
         &mut self,
         params: &Arc<Parameters>,
         kind: MessageKind,
+        shared: Option<&Bytes>,
     ) -> Result<Vec<CompactCiphertext>> {
         let bits = wire_bits(kind)?;
         let n = self.count(4)?;
@@ -663,7 +663,12 @@ impl<'a> Cursor<'a> {
         }
         objs.into_par_iter()
             .map(|obj| {
-                let c = CompactCiphertext::from_bytes(params, obj, obj.len())?;
+                let c = match shared {
+                    Some(frame) => {
+                        CompactCiphertext::from_shared(params, &frame.slice_ref(obj), obj.len())?
+                    }
+                    None => CompactCiphertext::from_bytes(params, obj, obj.len())?,
+                };
                 if c.bits() != bits {
                     return Err(malformed(format!(
                         "{} result at 2^{} where 2^{bits} is expected",
@@ -676,10 +681,15 @@ impl<'a> Cursor<'a> {
             .collect()
     }
 
-    fn result_batch(&mut self, params: &Arc<Parameters>, kind: MessageKind) -> Result<ResultBatch> {
+    fn result_batch(
+        &mut self,
+        params: &Arc<Parameters>,
+        kind: MessageKind,
+        shared: Option<&Bytes>,
+    ) -> Result<ResultBatch> {
         let step = self.u64()?;
         let layer = self.u16()?;
-        let cts = self.results(params, kind)?;
+        let cts = self.results(params, kind, shared)?;
         Ok(ResultBatch { step, layer, cts })
     }
 
@@ -836,19 +846,38 @@ impl ServerMessage {
     /// # Errors
     /// As [`ClientMessage::decode`].
     pub fn decode(params: &Arc<Parameters>, bytes: &[u8], limit: usize) -> Result<Self> {
+        Self::decode_from(params, bytes, limit, None)
+    }
+
+    /// [`decode`](Self::decode) of a message held in shared bytes: its results keep slices
+    /// of `bytes` instead of copies (the client receives tens of megabytes of them per
+    /// training step).
+    ///
+    /// # Errors
+    /// As [`decode`](Self::decode).
+    pub fn decode_shared(params: &Arc<Parameters>, bytes: &Bytes, limit: usize) -> Result<Self> {
+        Self::decode_from(params, bytes, limit, Some(bytes))
+    }
+
+    fn decode_from(
+        params: &Arc<Parameters>,
+        bytes: &[u8],
+        limit: usize,
+        shared: Option<&Bytes>,
+    ) -> Result<Self> {
         let (kind, mut c) = open_envelope(bytes, limit)?;
         let msg = match kind {
             k if k == MessageKind::ForwardOutput as u8 => {
-                Self::ForwardOutput(c.result_batch(params, MessageKind::ForwardOutput)?)
+                Self::ForwardOutput(c.result_batch(params, MessageKind::ForwardOutput, shared)?)
             }
             k if k == MessageKind::BackwardOutput as u8 => {
-                Self::BackwardOutput(c.result_batch(params, MessageKind::BackwardOutput)?)
+                Self::BackwardOutput(c.result_batch(params, MessageKind::BackwardOutput, shared)?)
             }
             k if k == MessageKind::WeightGradients as u8 => {
                 let step = c.u64()?;
                 let layer = c.u16()?;
                 let first = c.u32()?;
-                let cts = c.results(params, MessageKind::WeightGradients)?;
+                let cts = c.results(params, MessageKind::WeightGradients, shared)?;
                 Self::WeightGradients(WeightGradients {
                     step,
                     layer,

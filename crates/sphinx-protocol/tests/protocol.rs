@@ -163,6 +163,17 @@ fn every_message_is_versioned_and_its_size_exact() {
         check_envelope(&bytes, m.kind());
         let back = ServerMessage::decode(&params, &bytes, bytes.len()).unwrap();
         assert_eq!(back.encode(&params).unwrap(), bytes, "round trip");
+        // Decoding from shared bytes (results slice the frame) gives the same message and
+        // refuses the same damage.
+        let shared = bytes::Bytes::from(bytes.clone());
+        let decode_shared = |b: &[u8], limit: usize| {
+            ServerMessage::decode_shared(&params, &bytes::Bytes::copy_from_slice(b), limit)
+        };
+        let back_shared = ServerMessage::decode_shared(&params, &shared, bytes.len()).unwrap();
+        assert_eq!(back_shared.encode(&params).unwrap(), bytes);
+        assert!(decode_shared(&bytes[..bytes.len() - 1], bytes.len()).is_err());
+        assert!(decode_shared(&[&bytes[..], &[0]].concat(), bytes.len() + 1).is_err());
+        assert!(decode_shared(&bytes, bytes.len() - ENVELOPE_LEN - 1).is_err());
         // The frame built in place is the frame of the encoded message.
         let model = sphinx_protocol::wire::ModelId(9);
         let in_place = Response::training_frame(5, model, m, &params).unwrap();

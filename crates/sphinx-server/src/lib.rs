@@ -46,7 +46,7 @@ use sphinx_protocol::server::Server;
 use sphinx_protocol::wire::{
     self, AccountName, ErrorCode, ModelId, ModelInfo, Request, Response, Token,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -392,6 +392,11 @@ fn seq_of(body: &[u8]) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
+/// Bytes read from a socket ahead of rustls, which asks for at most 4 KiB per read: an
+/// upload of megabytes would otherwise cost a `recv` call (and a task wake-up) per 4 KiB.
+/// Writes pass straight through (rustls hands over whole records, vectored).
+const SOCKET_READ_BUFFER: usize = 256 * 1024;
+
 async fn connection(
     shared: Arc<Shared>,
     acceptor: TlsAcceptor,
@@ -401,6 +406,7 @@ async fn connection(
 ) {
     // Latency matters more than packet count for the request/response pattern.
     let _ = tcp.set_nodelay(true);
+    let tcp = BufReader::with_capacity(SOCKET_READ_BUFFER, tcp);
     let handshake = tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(tcp));
     let Ok(Ok(stream)) = handshake.await else {
         return;
@@ -430,7 +436,7 @@ enum Next {
 
 struct Conn {
     shared: Arc<Shared>,
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    stream: tokio_rustls::server::TlsStream<BufReader<TcpStream>>,
     account: Option<AccountId>,
     last_seq: Option<u64>,
     training: Option<Training>,

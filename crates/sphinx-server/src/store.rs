@@ -3,14 +3,19 @@
 //! | table | rows | columns |
 //! |---|---|---|
 //! | `accounts` | one per account | name, SHA-256 of the token, creation time |
-//! | `models` | one per model | owner, architecture JSON, the client's encoded `Setup` (parameters, public key, Galois keys = the evaluation keys, architecture, public hyperparameters), the server state of the last committed step (`W`, `[b]`, step; `sphinx_protocol::server` state format), its format version, step, times |
+//! | `models` | one per model | owner, architecture JSON, the server state of the last committed step (`W`, `[b]`, step; `sphinx_protocol::server` state format), its format version, step, times |
+//! | `model_setups` | one per model | the client's encoded `Setup` (parameters, public key, Galois keys = the evaluation keys, architecture, public hyperparameters) |
 //! | `blobs` | named opaque blobs per model | inference preprocessing material |
 //!
 //! Every model query names its owner (`WHERE id = ? AND account = ?`), so one account can
 //! never reach another's rows. A step commit is one `UPDATE` in a transaction, in WAL mode
 //! with `synchronous = FULL`: after a crash the row holds either the previous or the new
-//! step, never a mix. `PRAGMA user_version` holds the schema version; a database written by
-//! a newer schema is refused.
+//! step, never a mix. The setup has a table of its own because SQLite rewrites a whole row
+//! on `UPDATE` (and reads the old one's overflow pages to free them): in the model's row
+//! it would be read and written again at every step, 1.4 MB for nothing. Pages are 64 KiB
+//! (set when the file is created) so that a megabyte-sized state is a few pages, not
+//! hundreds. `PRAGMA user_version` holds the schema version; a database of schema 1 (the
+//! setup in `models`) is migrated when opened, one written by a newer schema is refused.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,7 +26,10 @@ use sphinx_protocol::wire::{AccountName, ModelId, Token};
 use crate::error::{Result, ServerError};
 
 /// Schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Page size of a new database file (bytes).
+const PAGE_SIZE: i64 = 64 * 1024;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "sphinx.db";
@@ -101,6 +109,8 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Self> {
         let conn = Connection::open(data_dir.join(DB_FILE))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Takes effect only before the file's first table (an existing file keeps its own).
+        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -118,19 +128,34 @@ impl Store {
                          id INTEGER PRIMARY KEY AUTOINCREMENT,
                          account INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
                          architecture TEXT NOT NULL,
-                         setup BLOB NOT NULL,
                          state BLOB NOT NULL,
                          state_version INTEGER NOT NULL,
                          step INTEGER NOT NULL,
                          created INTEGER NOT NULL,
                          updated INTEGER NOT NULL);
                      CREATE INDEX IF NOT EXISTS models_by_account ON models(account);
+                     CREATE TABLE IF NOT EXISTS model_setups (
+                         model INTEGER PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
+                         setup BLOB NOT NULL);
                      CREATE TABLE IF NOT EXISTS blobs (
                          model INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
                          name TEXT NOT NULL,
                          data BLOB NOT NULL,
                          PRIMARY KEY (model, name));
-                     PRAGMA user_version = 1;
+                     PRAGMA user_version = 2;
+                     COMMIT;",
+                )?;
+            }
+            1 => {
+                // Schema 1 kept the setup in the model's row; all or nothing.
+                conn.execute_batch(
+                    "BEGIN IMMEDIATE;
+                     CREATE TABLE model_setups (
+                         model INTEGER PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
+                         setup BLOB NOT NULL);
+                     INSERT INTO model_setups (model, setup) SELECT id, setup FROM models;
+                     ALTER TABLE models DROP COLUMN setup;
+                     PRAGMA user_version = 2;
                      COMMIT;",
                 )?;
             }
@@ -198,8 +223,9 @@ impl Store {
     /// [`ServerError::Store`].
     pub fn accounts(&self) -> Result<Vec<(String, u64, u64)>> {
         let mut stmt = self.conn.prepare(
-            "SELECT a.name, COUNT(m.id), COALESCE(SUM(LENGTH(m.setup) + LENGTH(m.state)), 0)
+            "SELECT a.name, COUNT(m.id), COALESCE(SUM(LENGTH(s.setup) + LENGTH(m.state)), 0)
              FROM accounts a LEFT JOIN models m ON m.account = a.id
+                  LEFT JOIN model_setups s ON s.model = m.id
              GROUP BY a.id ORDER BY a.name",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -243,10 +269,10 @@ impl Store {
     /// [`ServerError::Store`].
     pub fn usage(&self, account: AccountId) -> Result<u64> {
         let v: i64 = self.conn.query_row(
-            "SELECT COALESCE(SUM(LENGTH(setup) + LENGTH(state)), 0)
+            "SELECT COALESCE(SUM(LENGTH(s.setup) + LENGTH(m.state)), 0)
                   + (SELECT COALESCE(SUM(LENGTH(b.data)), 0) FROM blobs b
                      JOIN models m2 ON b.model = m2.id WHERE m2.account = ?1)
-             FROM models WHERE account = ?1",
+             FROM models m JOIN model_setups s ON s.model = m.id WHERE m.account = ?1",
             [account.0],
             |r| r.get(0),
         )?;
@@ -270,10 +296,10 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let used: i64 = tx.query_row(
-            "SELECT COALESCE(SUM(LENGTH(setup) + LENGTH(state)), 0)
+            "SELECT COALESCE(SUM(LENGTH(s.setup) + LENGTH(m.state)), 0)
                   + (SELECT COALESCE(SUM(LENGTH(b.data)), 0) FROM blobs b
                      JOIN models m2 ON b.model = m2.id WHERE m2.account = ?1)
-             FROM models WHERE account = ?1",
+             FROM models m JOIN model_setups s ON s.model = m.id WHERE m.account = ?1",
             [account.0],
             |r| r.get(0),
         )?;
@@ -282,13 +308,12 @@ impl Store {
             return Err(ServerError::QuotaExceeded { need, quota });
         }
         tx.execute(
-            "INSERT INTO models (account, architecture, setup, state, state_version, step,
-                                 created, updated)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            "INSERT INTO models (account, architecture, state, state_version, step, created,
+                                 updated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
             params![
                 account.0,
                 architecture,
-                setup,
                 state,
                 sphinx_protocol::server::STATE_VERSION,
                 i64::try_from(step).unwrap_or(i64::MAX),
@@ -296,6 +321,10 @@ impl Store {
             ],
         )?;
         let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO model_setups (model, setup) VALUES (?1, ?2)",
+            params![id, setup],
+        )?;
         tx.commit()?;
         Ok(ModelId(step_of(id)))
     }
@@ -306,10 +335,11 @@ impl Store {
     /// [`ServerError::Store`].
     pub fn models(&self, account: AccountId) -> Result<Vec<ModelSummary>> {
         let mut stmt = self.conn.prepare(
-            "SELECT m.id, m.step, LENGTH(m.setup) + LENGTH(m.state)
+            "SELECT m.id, m.step, LENGTH(s.setup) + LENGTH(m.state)
                     + (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM blobs WHERE model = m.id),
                     m.architecture
-             FROM models m WHERE m.account = ?1 ORDER BY m.id",
+             FROM models m JOIN model_setups s ON s.model = m.id
+             WHERE m.account = ?1 ORDER BY m.id",
         )?;
         let rows = stmt.query_map([account.0], |r| {
             Ok(ModelSummary {
@@ -343,8 +373,9 @@ impl Store {
         let row = self
             .conn
             .query_row(
-                "SELECT architecture, setup, state, state_version, step FROM models
-                 WHERE id = ?1 AND account = ?2",
+                "SELECT m.architecture, s.setup, m.state, m.state_version, m.step
+                 FROM models m JOIN model_setups s ON s.model = m.id
+                 WHERE m.id = ?1 AND m.account = ?2",
                 params![id_of(model)?, account.0],
                 |r| {
                     Ok((
@@ -551,6 +582,95 @@ mod tests {
         assert_eq!(s.usage(a).unwrap(), 0);
         s.remove_account(&name("b")).unwrap();
         assert_eq!(s.accounts().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_schema_1_database_is_migrated_with_its_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        // Schema 1 as it was created, with one account and one model.
+        conn.execute_batch(
+            "CREATE TABLE accounts (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 name TEXT NOT NULL UNIQUE,
+                 token_sha256 BLOB NOT NULL,
+                 created INTEGER NOT NULL);
+             CREATE TABLE models (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 account INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+                 architecture TEXT NOT NULL,
+                 setup BLOB NOT NULL,
+                 state BLOB NOT NULL,
+                 state_version INTEGER NOT NULL,
+                 step INTEGER NOT NULL,
+                 created INTEGER NOT NULL,
+                 updated INTEGER NOT NULL);
+             CREATE INDEX models_by_account ON models(account);
+             CREATE TABLE blobs (
+                 model INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+                 name TEXT NOT NULL,
+                 data BLOB NOT NULL,
+                 PRIMARY KEY (model, name));
+             INSERT INTO accounts (name, token_sha256, created) VALUES ('a', x'00', 0);
+             INSERT INTO models (account, architecture, setup, state, state_version, step,
+                                 created, updated)
+                 VALUES (1, '{}', x'0102030405', x'0909', 3, 7, 0, 0);
+             INSERT INTO blobs (model, name, data) VALUES (1, 'pre', x'aa');
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(conn);
+        let mut s = Store::open(dir.path()).unwrap();
+        let version: i64 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let (a, m) = (AccountId(1), ModelId(1));
+        let row = s.load(a, m).unwrap();
+        assert_eq!(
+            (row.setup, row.state, row.step),
+            (vec![1, 2, 3, 4, 5], vec![9, 9], 7)
+        );
+        assert_eq!(s.usage(a).unwrap(), 5 + 2 + 1);
+        assert_eq!(s.summary(a, m).unwrap().stored_bytes, 8);
+        s.commit_step(a, m, 7, 8, &[4; 2]).unwrap();
+        drop(s);
+        // Reopening at the new schema keeps the migrated rows; deletion cascades.
+        let mut s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.load(a, m).unwrap().state, vec![4; 2]);
+        s.delete_model(a, m).unwrap();
+        let setups: i64 = s
+            .conn
+            .query_row("SELECT COUNT(*) FROM model_setups", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((setups, s.usage(a).unwrap()), (0, 0));
+    }
+
+    #[test]
+    fn a_new_database_has_large_pages_and_the_setup_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        let page: i64 = s
+            .conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .unwrap();
+        assert_eq!(page, PAGE_SIZE);
+        let t = s.add_account(&name("a")).unwrap();
+        let a = s.authenticate(&name("a"), &t).unwrap();
+        let m = s.create_model(a, "{}", &[1; 3], &[2; 4], 0, 100).unwrap();
+        // A step rewrites the model's row, which no longer holds the setup.
+        let in_row: i64 = s
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('models') WHERE name = 'setup'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(in_row, 0);
+        s.commit_step(a, m, 0, 1, &[5; 4]).unwrap();
+        assert_eq!(s.load(a, m).unwrap().setup, vec![1; 3]);
     }
 
     #[test]

@@ -40,6 +40,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use sphinx_math::{Coeff, Poly};
 
 use super::bits::{Location, check_padding, pack, packed_len, unpack_checked};
@@ -60,9 +61,10 @@ pub struct CompactCiphertext {
     size: usize,
     /// `size` parts of `N` values below `2^bits` (coefficient domain), each packed at
     /// exactly `bits` bits as the wire format has them: a result is compacted to travel, so
-    /// it is kept in its wire form (`to_bytes`/`from_bytes` copy it; only the receiver's
-    /// lift unpacks it, fused with the lift).
-    packed: Vec<u8>,
+    /// it is kept in its wire form (only the receiver's lift unpacks it, fused with the
+    /// lift). Shared bytes, so that [`from_shared`](Self::from_shared) keeps a slice of the
+    /// received frame instead of copying tens of megabytes per training step.
+    packed: Bytes,
 }
 
 thread_local! {
@@ -283,7 +285,7 @@ impl CompactCiphertext {
             bits,
             scale,
             size,
-            packed,
+            packed: packed.into(),
         })
     }
 
@@ -352,35 +354,27 @@ impl CompactCiphertext {
     }
 }
 
-impl Serializable for CompactCiphertext {
-    fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>> {
-        let len = self.serialized_len(params)?;
-        let mut out = Vec::with_capacity(len);
-        write_header(
-            &mut out,
-            ObjectType::CompactCiphertext,
-            params,
-            0,
-            len - HEADER_LEN,
-        );
-        // size ∈ {2, 3} and bits < 64 by construction.
-        out.push(self.size as u8);
-        out.push(self.bits as u8);
-        out.extend_from_slice(&self.scale.to_bits().to_le_bytes());
-        out.extend_from_slice(&self.packed);
-        debug_assert_eq!(out.len(), len);
-        Ok(out)
+impl CompactCiphertext {
+    /// [`from_bytes`](Serializable::from_bytes) of an encoding held in shared bytes: the
+    /// result keeps a slice of `bytes` (no copy of the packed parts), so a receiver that
+    /// decodes hundreds of results from one frame keeps the frame alive instead.
+    ///
+    /// # Errors
+    /// As [`from_bytes`](Serializable::from_bytes).
+    pub fn from_shared(
+        params: &Arc<Parameters>,
+        bytes: &Bytes,
+        limit: usize,
+    ) -> std::result::Result<Self, DecodeError> {
+        Self::decode(params, bytes, limit, |packed| bytes.slice_ref(packed))
     }
 
-    fn serialized_len(&self, params: &Parameters) -> Result<usize> {
-        params.check_id(self.param_id)?;
-        Ok(compact_len(params, self.size, self.bits))
-    }
-
-    fn from_bytes(
+    /// Decodes `bytes`, keeping the packed parts as `keep` makes them.
+    fn decode(
         params: &Arc<Parameters>,
         bytes: &[u8],
         limit: usize,
+        keep: impl FnOnce(&[u8]) -> Bytes,
     ) -> std::result::Result<Self, DecodeError> {
         let (header, mut r) = open(params, bytes, limit, &[ObjectType::CompactCiphertext])?;
         if header.level != 0 {
@@ -405,7 +399,7 @@ impl Serializable for CompactCiphertext {
         // Every field below 2^bits is a valid residue: only the padding after each part's
         // last field needs checking, and the parts are kept packed.
         let part_len = packed_len(n, bits);
-        let packed = r.take(size * part_len)?.to_vec();
+        let packed = r.take(size * part_len)?;
         for (component, part) in packed.chunks_exact(part_len).enumerate() {
             check_padding(part, n, bits, Location { component, limb: 0 })?;
         }
@@ -415,8 +409,48 @@ impl Serializable for CompactCiphertext {
             bits,
             scale,
             size,
-            packed,
+            packed: keep(packed),
         })
+    }
+}
+
+impl Serializable for CompactCiphertext {
+    fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.serialized_len(params)?);
+        self.write_into(params, &mut out)?;
+        Ok(out)
+    }
+
+    fn write_into(&self, params: &Parameters, out: &mut Vec<u8>) -> Result<()> {
+        let len = self.serialized_len(params)?;
+        let start = out.len();
+        write_header(
+            out,
+            ObjectType::CompactCiphertext,
+            params,
+            0,
+            len - HEADER_LEN,
+        );
+        // size ∈ {2, 3} and bits < 64 by construction.
+        out.push(self.size as u8);
+        out.push(self.bits as u8);
+        out.extend_from_slice(&self.scale.to_bits().to_le_bytes());
+        out.extend_from_slice(&self.packed);
+        debug_assert_eq!(out.len() - start, len);
+        Ok(())
+    }
+
+    fn serialized_len(&self, params: &Parameters) -> Result<usize> {
+        params.check_id(self.param_id)?;
+        Ok(compact_len(params, self.size, self.bits))
+    }
+
+    fn from_bytes(
+        params: &Arc<Parameters>,
+        bytes: &[u8],
+        limit: usize,
+    ) -> std::result::Result<Self, DecodeError> {
+        Self::decode(params, bytes, limit, Bytes::copy_from_slice)
     }
 }
 

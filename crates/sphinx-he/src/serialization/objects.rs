@@ -58,6 +58,16 @@ pub trait Serializable: Sized {
     /// [`HeError::ParamMismatch`](crate::HeError::ParamMismatch) if the object belongs to other parameters.
     fn to_bytes(&self, params: &Parameters) -> Result<Vec<u8>>;
 
+    /// Appends [`to_bytes`](Self::to_bytes) to `out`: types that hold their wire form
+    /// override it to write straight into a frame being built.
+    ///
+    /// # Errors
+    /// As [`to_bytes`](Self::to_bytes).
+    fn write_into(&self, params: &Parameters, out: &mut Vec<u8>) -> Result<()> {
+        out.extend_from_slice(&self.to_bytes(params)?);
+        Ok(())
+    }
+
     /// The exact length [`to_bytes`](Self::to_bytes) returns.
     ///
     /// # Errors
