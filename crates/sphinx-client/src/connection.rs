@@ -195,18 +195,13 @@ fn net_err(e: std::io::Error) -> ClientError {
     ClientError::Network(e)
 }
 
-/// Bytes read from the socket ahead of rustls, which asks for at most 4 KiB per read: a
-/// training reply of tens of megabytes would otherwise cost thousands of `recv` calls per
-/// step (the server buffers its sockets' reads the same way).
-const SOCKET_READ_BUFFER: usize = 256 * 1024;
-
-/// The TCP socket under TLS: reads buffered, writes straight through (rustls hands over
+/// The TCP socket under TLS: reads buffered ([`wire::SOCKET_READ_BUFFER`]), writes straight through (rustls hands over
 /// whole records, vectored).
 struct BufferedTcp(BufReader<TcpStream>);
 
 impl BufferedTcp {
     fn new(tcp: TcpStream) -> Self {
-        Self(BufReader::with_capacity(SOCKET_READ_BUFFER, tcp))
+        Self(BufReader::with_capacity(wire::SOCKET_READ_BUFFER, tcp))
     }
 }
 

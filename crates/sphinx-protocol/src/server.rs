@@ -74,13 +74,19 @@ fn in_pairs<T>(items: Vec<T>) -> Vec<(T, Option<T>)> {
 fn pack_pairs(eval: &Evaluator, cts: Vec<Ciphertext>) -> Result<Vec<Ciphertext>> {
     in_pairs(cts)
         .into_par_iter()
-        .map(|(mut re, im)| {
-            if let Some(im) = im {
-                eval.add_imaginary_assign(&mut re, &im)?;
-            }
-            Ok(re)
-        })
+        .map(|pair| join_pair(eval, pair))
         .collect()
+}
+
+/// One pair of [`in_pairs`] as one ciphertext: `re + i·im`, or `re` alone.
+fn join_pair(
+    eval: &Evaluator,
+    (mut re, im): (Ciphertext, Option<Ciphertext>),
+) -> Result<Ciphertext> {
+    if let Some(im) = im {
+        eval.add_imaginary_assign(&mut re, &im)?;
+    }
+    Ok(re)
 }
 
 /// Where the server is within a step.
@@ -402,10 +408,8 @@ impl Server {
                 in_pairs(sums)
                     .into_iter()
                     .enumerate()
-                    .map(|(i, (mut ct, im))| {
-                        if let Some(im) = im {
-                            eval.add_imaginary_assign(&mut ct, &im)?;
-                        }
+                    .map(|(i, pair)| {
+                        let mut ct = join_pair(eval, pair)?;
                         eval.relinearize_assign(&mut ct, relin)?;
                         Ok((first + i, eval.rescale_to_compact(&ct, bits)?))
                     })

@@ -111,6 +111,12 @@ pub const PAYLOAD_OFFSET: usize = HEADER_LEN + 8;
 /// seeded ciphertexts at batch 500), is about 51 MB.
 pub const DEFAULT_MAX_FRAME: usize = 128 << 20;
 
+/// Bytes a peer reads from its socket ahead of TLS: rustls asks for at most 4 KiB per
+/// read, so without a buffer a training reply of tens of megabytes costs thousands of
+/// `recv` calls (and, on the server, task wake-ups) per step. Nothing on the wire depends
+/// on it.
+pub const SOCKET_READ_BUFFER: usize = 256 * 1024;
+
 /// Limit on a frame body before the connection has authenticated.
 pub const PRE_AUTH_MAX_FRAME: usize = 4 << 10;
 

@@ -392,11 +392,6 @@ fn seq_of(body: &[u8]) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
-/// Bytes read from a socket ahead of rustls, which asks for at most 4 KiB per read: an
-/// upload of megabytes would otherwise cost a `recv` call (and a task wake-up) per 4 KiB.
-/// Writes pass straight through (rustls hands over whole records, vectored).
-const SOCKET_READ_BUFFER: usize = 256 * 1024;
-
 async fn connection(
     shared: Arc<Shared>,
     acceptor: TlsAcceptor,
@@ -406,7 +401,9 @@ async fn connection(
 ) {
     // Latency matters more than packet count for the request/response pattern.
     let _ = tcp.set_nodelay(true);
-    let tcp = BufReader::with_capacity(SOCKET_READ_BUFFER, tcp);
+    // Reads buffered (`wire::SOCKET_READ_BUFFER`); writes pass straight through (rustls
+    // hands over whole records, vectored).
+    let tcp = BufReader::with_capacity(wire::SOCKET_READ_BUFFER, tcp);
     let handshake = tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(tcp));
     let Ok(Ok(stream)) = handshake.await else {
         return;

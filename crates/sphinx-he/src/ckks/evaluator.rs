@@ -148,14 +148,21 @@ impl Evaluator {
         self.add_sub_assign(a, b, true)
     }
 
-    fn add_sub_assign(&self, a: &mut Ciphertext, b: &Ciphertext, sub: bool) -> Result<()> {
+    /// Checks that `b` can be added to `a` and gives `a` at least `b`'s parts (zeros): the
+    /// common start of every in-place sum. Returns their basis.
+    fn widen_for_sum(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<RnsBasis> {
         let basis = self.check_pair(a, b.param_id, b.level)?.clone();
         Self::check_scales(a.scale, b.scale)?;
         let polys = a.polys_mut();
         while polys.len() < b.polys.len() {
             polys.push(Poly::zero(&basis));
         }
-        for (x, y) in polys.iter_mut().zip(&b.polys) {
+        Ok(basis)
+    }
+
+    fn add_sub_assign(&self, a: &mut Ciphertext, b: &Ciphertext, sub: bool) -> Result<()> {
+        let basis = self.widen_for_sum(a, b)?;
+        for (x, y) in a.polys_mut().iter_mut().zip(&b.polys) {
             if sub {
                 x.sub_assign(y, &basis)?
             } else {
@@ -174,13 +181,8 @@ impl Evaluator {
     /// # Errors
     /// As [`add`](Self::add).
     pub fn add_imaginary_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<()> {
-        let basis = self.check_pair(a, b.param_id, b.level)?.clone();
-        Self::check_scales(a.scale, b.scale)?;
-        let polys = a.polys_mut();
-        while polys.len() < b.polys.len() {
-            polys.push(Poly::zero(&basis));
-        }
-        for (x, y) in polys.iter_mut().zip(&b.polys) {
+        let basis = self.widen_for_sum(a, b)?;
+        for (x, y) in a.polys_mut().iter_mut().zip(&b.polys) {
             let units = basis.moduli().iter().zip(&self.params.imaginary_unit);
             for (i, (m, (unit, shoup))) in units.enumerate() {
                 let dst = x.limb_mut(i);
